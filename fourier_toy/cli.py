@@ -1,0 +1,111 @@
+"""The `fourier-toy` command line. Bad input prints one line naming the field and exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from .errors import FourierToyError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like every other bad input
+        raise FourierToyError(f"{self.prog}: {message}")
+
+
+def _config_from_args(args) -> config_mod.Config:
+    cfg = config_mod.from_preset(args.preset)
+    if args.config:
+        cfg = config_mod.load_toml(args.config, cfg)
+    overrides = list(args.set or [])
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    return config_mod.apply_overrides(cfg, overrides)
+
+
+def cmd_train(args) -> int:
+    from .train import resume_config, train
+
+    if args.resume:
+        if args.preset != "quick" or args.config or args.seed is not None:
+            raise FourierToyError("--resume: the run's own config is used; only --set of budget keys may be given")
+        run = Path(args.resume)
+        result = train(resume_config(run, args.set or []), run, resume=True, progress=args.progress)
+    else:
+        cfg = _config_from_args(args)
+        out = Path(args.out) if args.out else Path("runs") / f"{args.preset}-{cfg.embedding.kind}-seed{cfg.seed}"
+        result = train(cfg, out, force=args.force, progress=args.progress)
+    print(result.summary_line())
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate
+    from .load import load_run
+
+    run = load_run(args.run)
+    result = evaluate(run.model, run.splits[args.split], with_errors=True)
+    if args.json:
+        print(json.dumps({"run": str(args.run), "split": args.split, **result}, sort_keys=True))
+        return 0
+    print(f"{args.run} [{args.split}, n={result['n']}]: loss {result['loss']:.4f}  acc {result['acc']:.4f}  "
+          f"+-2 {result['acc_pm2']:.4f}  +-10 {result['acc_pm10']:.4f}")
+    errs = result["errors"]
+    if errs["n_errors"]:
+        print(f"errors: {errs['n_errors']}, multiples of 10: {errs['frac_multiple_of_10']:.3f}, "
+              f"|error| < 6: {errs['frac_below_6']:.3f}")
+        print("histogram of (a+b) - prediction:")
+        top = sorted(errs["histogram"].items(), key=lambda kv: -kv[1])[:15]
+        for value, count in sorted(top):
+            print(f"  {value:+5d}  {count:6d}  {'#' * min(60, count)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="fourier-toy", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train one model into a run directory")
+    t.add_argument("--preset", default="quick", help=f"one of {', '.join(config_mod.PRESETS)} (default quick)")
+    t.add_argument("--config", help="a TOML file with [task], [model], [embedding], [train] tables")
+    t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one value (repeatable)")
+    t.add_argument("--embedding", choices=["learned", "fourier", "transplant"],
+                   help="shorthand for --set embedding.kind=...")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", help="run directory (default runs/PRESET-EMBEDDING-seedN)")
+    t.add_argument("--resume", metavar="RUN", help="continue a run directory bit-identically")
+    t.add_argument("--force", action="store_true", help="replace an existing run directory")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run on one split")
+    e.add_argument("run")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if getattr(args, "embedding", None):
+            args.set = [f"embedding.kind={args.embedding}", *(args.set or [])]
+        return args.func(args)
+    except FourierToyError as e:
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

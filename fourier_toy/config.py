@@ -1,0 +1,267 @@
+"""The one source of hyperparameters: sections, presets, TOML files, `--set` overrides, validation.
+
+A config is built in layers: the preset's values, then a TOML file, then `--set section.key=value`
+overrides, then `seed`. Every layer is checked against the schema below, and every problem is a
+`ConfigError` whose one-line message names the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _choice(*allowed):
+    return {"choices": allowed}
+
+
+def _range(lo=None, hi=None, lo_open=False):
+    return {"range": (lo, hi, lo_open)}
+
+
+@dataclass
+class TaskConfig:
+    """a + b over the numbers 0..p-1 with p = 2 * max_operand + 1 (see task.py for the encoding)."""
+
+    max_operand: int = field(default=60, metadata=_range(1, 100_000))
+    split: list = field(default_factory=lambda: [0.8, 0.1, 0.1], metadata={"split": True})
+    ordered: bool = False  # False: each unordered pair once, its order drawn by the seed
+
+    @property
+    def n_numbers(self) -> int:
+        return 2 * self.max_operand + 1
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = field(default=128, metadata=_range(1, 65_536))
+    n_layers: int = field(default=2, metadata=_range(1, 64))
+    n_heads: int = field(default=4, metadata=_range(1, 1024))
+    n_ctx: int = field(default=4, metadata=_range(4, 4096))  # positions; the task uses 4
+    tied: bool = False  # True: the unembedding is wte's number rows, as in GPT-2
+    backend: str = field(default="numba", metadata=_choice("numba", "numpy"))
+
+
+@dataclass
+class EmbeddingConfig:
+    kind: str = field(default="learned", metadata=_choice("learned", "fourier", "transplant"))
+    freeze: bool = False
+    periods: list = field(default_factory=lambda: [2.0, 2.5, 5.0, 10.0], metadata={"periods": True})
+    low: str = field(default="linear", metadata=_choice("linear", "lowfreq", "none"))
+    mapping: str = field(default="orthonormal", metadata=_choice("orthonormal", "pad"))
+    source: str = ""  # transplant: a .npy/.npz, a Hugging Face GPT-2 folder, a run dir, or "toy"
+    width: str = field(default="pca", metadata=_choice("pca", "pad"))
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = field(default=256, metadata=_range(1, 1_000_000))
+    lr: float = field(default=1e-3, metadata=_range(0.0, 10.0, lo_open=True))
+    betas: list = field(default_factory=lambda: [0.9, 0.98], metadata={"betas": True})
+    eps: float = field(default=1e-8, metadata=_range(0.0, 1.0, lo_open=True))
+    weight_decay: float = field(default=0.01, metadata=_range(0.0, 100.0))
+    schedule: str = field(default="constant", metadata=_choice("constant", "linear", "cosine"))
+    warmup_steps: int = field(default=0, metadata=_range(0, 10**9))
+    min_lr_ratio: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    grad_clip: float = field(default=1.0, metadata=_range(0.0, 1e9))  # 0 disables
+    max_steps: int = field(default=2000, metadata=_range(0, 10**9))  # 0: no step budget
+    max_epochs: int = field(default=0, metadata=_range(0, 10**9))  # 0: no epoch budget
+    max_seconds: float = field(default=0.0, metadata=_range(0.0, 1e9))  # 0: no time budget
+    eval_every: int = field(default=100, metadata=_range(1, 10**9))
+    eval_split: str = field(default="test", metadata=_choice("train", "val", "test"))
+    target_accuracy: float = field(default=0.0, metadata=_range(0.0, 1.0))  # 0: never stop early
+    target_split: str = field(default="train", metadata=_choice("train", "val", "test"))
+    checkpoint_every: int = field(default=500, metadata=_range(1, 10**9))
+
+
+@dataclass
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"task": TaskConfig, "model": ModelConfig, "embedding": EmbeddingConfig, "train": TrainConfig}
+
+# Presets hold only the values that differ from the dataclass defaults.
+PRESETS: dict[str, dict] = {
+    # Every embedding kind, diagnostics and report in minutes on 2 cores. p = 121, so the number
+    # axis analysed (0..119, N = 120) puts periods 2, 2.5, 5, 10 on integer components.
+    "quick": {},
+    # The paper's task: p = 521, a, b <= 260, unordered pairs once each, 80/10/10.
+    "paper": {
+        "task": {"max_operand": 260},
+        "model": {"d_model": 256, "n_layers": 2, "n_heads": 8},
+        "train": {"batch_size": 512, "max_steps": 0, "max_seconds": 600.0, "eval_every": 250,
+                  "checkpoint_every": 1000},
+    },
+    # The toy smallest enough for unit tests of the whole pipeline.
+    "tiny": {
+        "task": {"max_operand": 10},
+        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2},
+        "train": {"batch_size": 32, "max_steps": 40, "eval_every": 10, "checkpoint_every": 20},
+    },
+}
+
+
+# ---- building ------------------------------------------------------------------------------------
+
+def from_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"--preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    return from_dict(PRESETS[name])
+
+
+def from_dict(d: Any, base: Config | None = None) -> Config:
+    """Apply a nested dict of values on top of `base` (default: the dataclass defaults)."""
+    cfg = dataclasses.replace(base) if base is not None else Config()
+    cfg = Config(**{s: dataclasses.replace(getattr(cfg, s)) for s in SECTIONS}, seed=cfg.seed)
+    if not isinstance(d, dict):
+        raise ConfigError(f"config: expected a table of sections, got {type(d).__name__}")
+    for key, value in d.items():
+        if key == "seed":
+            set_value(cfg, "seed", value)
+        elif key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a table of keys, got {type(value).__name__}")
+            for k, v in value.items():
+                set_value(cfg, f"{key}.{k}", v)
+        else:
+            raise ConfigError(f"config: unknown section {key!r}; allowed: {', '.join([*SECTIONS, 'seed'])}")
+    validate(cfg)
+    return cfg
+
+
+def load_toml(path, base: Config | None = None) -> Config:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--config: no such file {str(path)!r}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config: {str(path)!r} is not valid TOML ({e})") from None
+    except OSError as e:
+        raise ConfigError(f"--config: cannot read {str(path)!r} ({e.strerror})") from None
+    return from_dict(data, base)
+
+
+def parse_override(text: Any) -> tuple[str, Any]:
+    """'section.key=value' -> (dotted key, value). The value is read as a TOML literal
+    (numbers, booleans, [lists], "strings"); anything else is taken as a bare string."""
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError(f"--set: expected section.key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key, raw = key.strip(), raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(cfg: Config, overrides) -> Config:
+    cfg = from_dict({}, cfg)
+    for text in overrides:
+        key, value = parse_override(text)
+        set_value(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set one dotted key after checking its type and range."""
+    if key == "seed":
+        cfg.seed = _check_int("seed", value, 0, 2**63 - 1)
+        return
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or not name:
+        raise ConfigError(f"--set: unknown key {key!r}; keys look like section.key with section one of "
+                          f"{', '.join(SECTIONS)} (or plain seed)")
+    fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+    if name not in fields:
+        raise ConfigError(f"{section}: unknown key {name!r}; allowed: {', '.join(fields)}")
+    setattr(getattr(cfg, section), name, _check_field(key, fields[name], value))
+
+
+def _check_int(key, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{key}: must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def _check_float(key, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: must be finite, got {value!r}")
+    return float(value)
+
+
+def _check_field(key, f: dataclasses.Field, value):
+    meta = f.metadata
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    if "choices" in meta:
+        if not isinstance(value, str) or value not in meta["choices"]:
+            raise ConfigError(f"{key}: expected one of {', '.join(meta['choices'])}, got {value!r}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if kind == "int":
+        lo, hi, _ = meta.get("range", (None, None, False))
+        return _check_int(key, value, lo, hi)
+    if kind == "float":
+        v = _check_float(key, value)
+        lo, hi, lo_open = meta.get("range", (None, None, False))
+        if lo is not None and (v < lo or (lo_open and v == lo)) or hi is not None and v > hi:
+            bracket = "(" if lo_open else "["
+            raise ConfigError(f"{key}: must be in {bracket}{lo}, {hi}], got {v}")
+        return v
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    values = [_check_float(key, v) for v in value]
+    if "split" in meta:
+        if len(values) != 3 or any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-9 or values[0] == 0:
+            raise ConfigError(f"{key}: expected [train, val, test] fractions >= 0 summing to 1 with "
+                              f"train > 0, got {value!r}")
+    elif "betas" in meta:
+        if len(values) != 2 or not all(0.0 <= v < 1.0 for v in values):
+            raise ConfigError(f"{key}: expected [beta1, beta2] each in [0, 1), got {value!r}")
+    elif "periods" in meta:
+        if any(v <= 1.0 for v in values) or len(set(values)) != len(values):
+            raise ConfigError(f"{key}: expected distinct periods > 1, got {value!r}")
+    return values
+
+
+def validate(cfg: Config) -> None:
+    """Checks that involve more than one field."""
+    m = cfg.model
+    if m.d_model % m.n_heads:
+        raise ConfigError(f"model.d_model: must be divisible by model.n_heads ({m.n_heads}), got {m.d_model}")
+    e = cfg.embedding
+    if e.kind == "transplant" and not e.source:
+        raise ConfigError("embedding.source: required when embedding.kind = 'transplant' "
+                          "(a .npy/.npz file, a Hugging Face GPT-2 folder, a run directory, or 'toy')")
+    if e.kind == "fourier" and not e.periods and e.low == "none":
+        raise ConfigError("embedding.periods: empty with embedding.low = 'none' leaves no features")
+    t = cfg.train
+    if t.max_steps == 0 and t.max_epochs == 0 and t.max_seconds == 0 and t.target_accuracy == 0:
+        raise ConfigError("train.max_steps: set a budget (max_steps, max_epochs, max_seconds) "
+                          "or a target_accuracy; all are 0")

@@ -1,0 +1,490 @@
+"""Fourier conventions: the one place that builds bases, spectra, bands and outlier tests.
+
+A basis is an N x N matrix F whose rows are components over the number axis n = 0..N-1
+(row 0 constant; row 2k-1 = sin, row 2k = cos at frequency k). Every component is named by
+its period T, so a result reads "period 10" rather than "row 104".
+
+Two bases:
+- ``exact_basis(N)`` (the project default): the orthonormal real DFT on N points,
+  w_k = 2 pi k / N, T = N / k; for even N the last row is the period-2 (Nyquist) cosine
+  (-1)^n / sqrt(N). There is no Nyquist sine (it would be identically zero). Orthonormal and
+  complete for every N >= 1.
+- ``paper_basis(p)``: Definition A.3 of Zhou et al. on p points with denominator p - 1,
+  quirk included (for p = 521 the Gram matrix is off the identity by up to ~0.004 and the
+  sin row k = 260 is all zeros). Kept for side-by-side comparison with the paper.
+
+Choosing N. Analyses use N = number of number tokens (rows of an embedding or of W_U
+restricted to numbers). Periods fall on integer k only when N / T is an integer, so N
+divisible by 10 puts periods 2, 2.5, 5 and 10 exactly on components. With p = 2 * max_operand
++ 1 the number vocabulary is odd (p = 521 in the paper): the exact basis on N = p is valid,
+but then period 10 lives between two components (k = 52 has period 10.02). The project
+therefore has two exact options and one faithful one:
+- exact basis on all p rows, reading periods with ``nearest_component(p, T)``;
+- exact basis on the first p - 1 rows (what the real-embedding check in shared/data does:
+  rows 0..519, N = 520), so that T = 10 is exactly k = 52;
+- ``paper_basis(p)``, whose denominator p - 1 puts the periods on integer k at the cost of
+  exact orthonormality.
+Presets choose p - 1 divisible by 10 so all three agree on where the spikes are.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from fourier_toy.errors import ConfigError, DataError
+
+__all__ = [
+    "FourierBasis",
+    "exact_basis",
+    "paper_basis",
+    "basis",
+    "nearest_component",
+    "format_period",
+    "spectrum",
+    "FrequencySpectrum",
+    "frequency_magnitudes",
+    "mean_dft_amplitude",
+    "default_tau",
+    "BandMasks",
+    "band_masks",
+    "BandFractions",
+    "band_energy_fractions",
+    "harmonic_freqs",
+    "phi_T",
+    "trace_between_class_scatter",
+    "prominence",
+    "Outlier",
+    "find_outliers",
+    "PAPER_TAU",
+    "PAPER_DENOMINATOR",
+    "DEFAULT_OUTLIER_THRESHOLD",
+]
+
+# The paper's band threshold: tau = 50 on denominator 520, i.e. a period threshold of 10.4.
+PAPER_TAU = 50
+PAPER_DENOMINATOR = 520
+
+# Prominence threshold for find_outliers. On the real pre-trained rows (N = 520, 384 dims) the
+# weakest periodic outlier stands 2.78x above its neighbours (period 10); the same rows under a
+# random row permutation give 0.8-1.1x at those bins and at most 1.27x at any scanned bin
+# (k >= 9, 5 permutation seeds).
+# 2.0 sits between the two with margin on both sides. It is calibrated for spectra averaged over
+# many dims: for a single white-noise vector (N = 520) about 8% of bins exceed 2x their
+# neighbours' median by chance.
+DEFAULT_OUTLIER_THRESHOLD = 2.0
+
+
+@dataclass(frozen=True, eq=False)
+class FourierBasis:
+    """A named real Fourier basis over N points.
+
+    Fields (all read-only arrays of length N unless noted):
+    - ``matrix``: (N, N) float64, rows are components; ``matrix @ W`` projects W (N, D).
+    - ``freqs``: int, frequency k of each row (0 for the constant row).
+    - ``periods``: float, period T = denominator / k (inf for the constant row).
+    - ``kinds``: 'const' | 'cos' | 'sin'.
+    - ``names``: display names such as "const", "cos T=10", "sin T=2.5".
+    - ``scale``: the coefficient multiplying the unit cos/sin wave in each row, so
+      ``matrix[r] / scale[r]`` is the plain wave (used to express projections as |DFT| bins).
+    - ``kind``: 'exact' | 'paper'.
+    - ``denominator``: int, the N in w_k = 2 pi k / N (N for exact, p - 1 for paper).
+    """
+
+    matrix: np.ndarray
+    freqs: np.ndarray
+    periods: np.ndarray
+    kinds: np.ndarray
+    names: tuple[str, ...]
+    scale: np.ndarray
+    kind: str
+    denominator: int
+
+    @property
+    def n(self) -> int:
+        """Number of points (rows of the analysed arrays)."""
+        return self.matrix.shape[0]
+
+    @property
+    def n_freqs(self) -> int:
+        """Number of distinct frequencies k = 0..n_freqs-1 (floor(denominator / 2) + 1)."""
+        return int(self.freqs.max()) + 1
+
+    @property
+    def frequency_periods(self) -> np.ndarray:
+        """(n_freqs,) period of each frequency k (inf at k = 0)."""
+        k = np.arange(self.n_freqs, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            return self.denominator / k
+
+    def rows_for_k(self, k: int) -> np.ndarray:
+        """Row indices (1 or 2: sin and/or cos) of frequency k."""
+        rows = np.flatnonzero(self.freqs == k)
+        if rows.size == 0:
+            raise ConfigError(f"k: must be an integer in 0..{self.n_freqs - 1}, got {k}")
+        return rows
+
+    def k_for_period(self, period: float) -> int:
+        """The frequency k whose period equals ``period`` exactly (relative tolerance 1e-9)."""
+        hits = np.flatnonzero(np.isclose(self.frequency_periods, period, rtol=1e-9, atol=0.0))
+        if hits.size == 0:
+            k, actual = nearest_component(self.denominator, period)
+            raise ConfigError(
+                f"period: {period} is not a component of this basis (denominator "
+                f"{self.denominator}); nearest is k={k} with period {actual:.4g}"
+            )
+        return int(hits[0])
+
+    def rows_for_period(self, period: float) -> np.ndarray:
+        """Row indices of the component(s) with exactly this period."""
+        return self.rows_for_k(self.k_for_period(period))
+
+
+def format_period(period: float) -> str:
+    """Compact period text: "10", "2.5", "3.33", "inf"."""
+    if not math.isfinite(period):
+        return "inf"
+    if abs(period - round(period)) < 1e-9:
+        return str(int(round(period)))
+    return f"{period:.2f}".rstrip("0").rstrip(".")
+
+
+def _as_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _make_basis(rows, scale, freqs, kinds, kind: str, denominator: int) -> FourierBasis:
+    matrix = np.ascontiguousarray(rows, dtype=np.float64)
+    freqs = np.asarray(freqs, dtype=np.int64)
+    with np.errstate(divide="ignore"):
+        periods = np.where(freqs == 0, np.inf, denominator / np.maximum(freqs, 1))
+    kinds = np.asarray(kinds)
+    scale = np.asarray(scale, dtype=np.float64)
+    names = tuple(
+        "const" if kd == "const" else f"{kd} T={format_period(t)}" for kd, t in zip(kinds, periods)
+    )
+    for arr in (matrix, freqs, periods, kinds, scale):
+        arr.setflags(write=False)
+    return FourierBasis(matrix, freqs, periods, kinds, names, scale, kind, denominator)
+
+
+def _trig_rows(n_points: int, denominator: int, k_max: int):
+    """sin/cos waves of frequency k = 1..k_max on n_points, with angles reduced mod 2 pi exactly."""
+    n = np.arange(n_points, dtype=np.int64)
+    k = np.arange(1, k_max + 1, dtype=np.int64)
+    # (k * n) mod denominator in integers keeps the angle exact for large k * n.
+    r = (k[:, None] * n[None, :]) % denominator
+    angle = 2.0 * np.pi * r / denominator
+    # Zeros of sin (angle 0 or pi) and cos (pi/2, 3pi/2) are set exactly, so e.g. the paper's
+    # sin row at k = (p-1)/2 is exactly zero rather than ~1e-16.
+    sin = np.where((2 * r) % denominator == 0, 0.0, np.sin(angle))
+    cos = np.where((4 * r) % (2 * denominator) == denominator, 0.0, np.cos(angle))
+    return sin, cos
+
+
+@functools.lru_cache(maxsize=32)
+def exact_basis(N: int) -> FourierBasis:
+    """Orthonormal real DFT basis on N >= 1 points, rows ordered const, (sin k, cos k)..., [Nyquist].
+
+    For even N the last row is the period-2 cosine (-1)^n / sqrt(N); there is no Nyquist sine.
+    """
+    N = _as_int(N, "N", 1)
+    k_pairs = (N - 1) // 2
+    sin, cos = _trig_rows(N, N, k_pairs)
+    rows = np.empty((N, N))
+    rows[0] = 1.0 / math.sqrt(N)
+    rows[1 : 2 * k_pairs + 1 : 2] = math.sqrt(2.0 / N) * sin
+    rows[2 : 2 * k_pairs + 2 : 2] = math.sqrt(2.0 / N) * cos
+    freqs = [0] + [k for k in range(1, k_pairs + 1) for _ in (0, 1)]
+    kinds = ["const"] + ["sin", "cos"] * k_pairs
+    scale = [1.0 / math.sqrt(N)] + [math.sqrt(2.0 / N)] * (2 * k_pairs)
+    if N % 2 == 0 and N >= 2:
+        rows[N - 1] = np.where(np.arange(N) % 2 == 0, 1.0, -1.0) / math.sqrt(N)
+        freqs.append(N // 2)
+        kinds.append("cos")
+        scale.append(1.0 / math.sqrt(N))
+    return _make_basis(rows, scale, freqs, kinds, "exact", N)
+
+
+@functools.lru_cache(maxsize=8)
+def paper_basis(p: int) -> FourierBasis:
+    """Definition A.3 on p points (odd p >= 3), denominator p - 1, quirk included.
+
+    row 0 = sqrt(1/(p-1)); row 2k-1 = sqrt(2/(p-1)) sin(w_k x); row 2k = sqrt(2/(p-1)) cos(w_k x),
+    w_k = 2 pi k / (p-1), k = 1..(p-1)/2. Not exactly orthonormal; the last sin row is zero.
+    """
+    p = _as_int(p, "p", 3)
+    if p % 2 == 0:
+        raise ConfigError(f"p: the paper basis needs an odd p >= 3, got {p}")
+    M = p - 1
+    half = M // 2
+    sin, cos = _trig_rows(p, M, half)
+    rows = np.empty((p, p))
+    rows[0] = math.sqrt(1.0 / M)
+    rows[1::2] = math.sqrt(2.0 / M) * sin
+    rows[2::2] = math.sqrt(2.0 / M) * cos
+    freqs = [0] + [k for k in range(1, half + 1) for _ in (0, 1)]
+    kinds = ["const"] + ["sin", "cos"] * half
+    scale = [math.sqrt(1.0 / M)] + [math.sqrt(2.0 / M)] * (2 * half)
+    return _make_basis(rows, scale, freqs, kinds, "paper", M)
+
+
+def basis(N: int, kind: str = "exact") -> FourierBasis:
+    """The basis on N points: kind 'exact' (default, any N >= 1) or 'paper' (odd N >= 3)."""
+    if kind == "exact":
+        return exact_basis(N)
+    if kind == "paper":
+        return paper_basis(N)
+    raise ConfigError(f"kind: must be 'exact' or 'paper', got {kind!r}")
+
+
+def nearest_component(N: int, period: float) -> tuple[int, float]:
+    """The frequency k in 1..N//2 whose period N / k is closest to ``period``, and that period."""
+    N = _as_int(N, "N", 2)
+    if not (isinstance(period, (int, float, np.integer, np.floating)) and period >= 2):
+        raise ConfigError(f"period: must be a number >= 2, got {period!r}")
+    k = np.arange(1, N // 2 + 1)
+    best = int(k[np.argmin(np.abs(N / k - float(period)))])
+    return best, N / best
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectra
+
+
+def _resolve(W, fb: FourierBasis | None, name: str = "W") -> tuple[np.ndarray, FourierBasis]:
+    """W as float64 (N, D) (a vector becomes one column) and the basis to use."""
+    try:
+        arr = np.asarray(W, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{name}: must be a numeric array of shape (N,) or (N, D)") from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(f"{name}: must have shape (N,) or (N, D) with N, D >= 1, got {np.shape(W)}")
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"{name}: contains NaN or inf")
+    if fb is None:
+        fb = exact_basis(arr.shape[0])
+    elif not isinstance(fb, FourierBasis):
+        raise ConfigError(f"basis: must be a FourierBasis, got {type(fb).__name__}")
+    elif fb.n != arr.shape[0]:
+        raise DataError(f"{name}: has {arr.shape[0]} rows but the basis has {fb.n} points")
+    return arr, fb
+
+
+def _project(W, fb, subtract_mean: bool) -> tuple[np.ndarray, FourierBasis]:
+    arr, fb = _resolve(W, fb)
+    if subtract_mean:
+        arr = arr - arr.mean(axis=0, keepdims=True)
+    return fb.matrix @ arr, fb
+
+
+def spectrum(W, basis: FourierBasis | None = None, subtract_mean: bool = False) -> np.ndarray:
+    """Per-component magnitudes ||F[r] @ W||_2 over dims, shape (N,).
+
+    W is (N, D) (an embedding or W_U restricted to the number rows) or (N,) (a logit vector, for
+    which this is |F @ w|). ``subtract_mean`` removes the mean over the N rows first; with the exact
+    basis that only zeroes the constant component, with the paper basis it also removes the
+    constant's leakage into the other rows.
+    """
+    proj, _ = _project(W, basis, subtract_mean)
+    return np.sqrt(np.sum(proj**2, axis=1))
+
+
+class FrequencySpectrum(NamedTuple):
+    """One magnitude per frequency k = 0..K-1 (K = floor(denominator / 2) + 1)."""
+
+    freqs: np.ndarray  # (K,) int
+    periods: np.ndarray  # (K,) float, inf at k = 0
+    mags: np.ndarray  # (K,) float
+
+
+def frequency_magnitudes(
+    W, basis: FourierBasis | None = None, subtract_mean: bool = False
+) -> FrequencySpectrum:
+    """Merge the cos and sin rows of each frequency: mags[k] = sqrt(sum of their squared norms)."""
+    proj, fb = _project(W, basis, subtract_mean)
+    energy = np.bincount(fb.freqs, weights=np.sum(proj**2, axis=1), minlength=fb.n_freqs)
+    return FrequencySpectrum(np.arange(fb.n_freqs), fb.frequency_periods, np.sqrt(energy))
+
+
+def mean_dft_amplitude(W, basis: FourierBasis | None = None, subtract_mean: bool = True) -> np.ndarray:
+    """|DFT| of each column at k = 0..K-1, averaged over columns, shape (K,).
+
+    This is the shared/data recipe (subtract the row mean, |DFT| along rows, mean over dims);
+    with the exact basis it equals ``np.abs(np.fft.rfft(W - mean, axis=0)).mean(axis=1)``.
+    The plain (unnormalized) DFT scale matters for the Nyquist bin: in it, white noise gives the
+    period-2 bin about 0.9x its neighbours, whereas in the orthonormal scale a single real row
+    against a cos/sin pair gives about 0.64x and would understate a period-2 spike.
+    """
+    proj, fb = _project(W, basis, subtract_mean)
+    waves = proj / fb.scale[:, None]
+    per_dim = np.zeros((fb.n_freqs, waves.shape[1]))
+    np.add.at(per_dim, fb.freqs, waves**2)
+    return np.sqrt(per_dim).mean(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bands and harmonic energy
+
+
+def default_tau(denominator: int) -> int:
+    """The paper's tau = 50 at denominator 520, scaled: ceil(50 * denominator / 520).
+
+    Scaling keeps the period threshold fixed at 520 / 50 = 10.4, so "high" means periods <= ~10.4
+    at every N; when 10 divides the denominator, period 10 is always high.
+    """
+    d = _as_int(denominator, "denominator", 1)
+    return -(-PAPER_TAU * d // PAPER_DENOMINATOR)
+
+
+class BandMasks(NamedTuple):
+    """Boolean (N,) masks over basis rows; the constant row is in neither."""
+
+    low: np.ndarray  # 1 <= k < tau
+    high: np.ndarray  # k >= tau
+
+
+def band_masks(basis_or_N, tau: int | None = None) -> BandMasks:
+    """Low (1 <= k < tau) and high (k >= tau) rows of a basis (or of ``exact_basis(N)``)."""
+    fb = basis_or_N if isinstance(basis_or_N, FourierBasis) else exact_basis(basis_or_N)
+    tau = default_tau(fb.denominator) if tau is None else _as_int(tau, "tau", 1)
+    return BandMasks((fb.freqs >= 1) & (fb.freqs < tau), fb.freqs >= tau)
+
+
+class BandFractions(NamedTuple):
+    low: float
+    high: float
+
+
+def band_energy_fractions(
+    W, basis: FourierBasis | None = None, tau: int | None = None
+) -> BandFractions:
+    """Fractions of the non-constant energy sum((F @ W)^2) in the low and high bands.
+
+    The two sum to 1. If W has no non-constant energy (beyond rounding) both are NaN: undefined.
+    """
+    proj, fb = _project(W, basis, subtract_mean=False)
+    masks = band_masks(fb, tau)
+    energy = np.sum(proj**2, axis=1)
+    low, high = float(energy[masks.low].sum()), float(energy[masks.high].sum())
+    total = low + high
+    # A constant W leaves only rounding (~1e-32 relative) outside the constant row.
+    if total <= 1e-20 * float(energy.sum()):
+        return BandFractions(math.nan, math.nan)
+    return BandFractions(low / total, high / total)
+
+
+def harmonic_freqs(denominator: int, T: int) -> np.ndarray:
+    """Distinct frequencies k of the harmonics l / T, l = 1..T-1, folded into 1..denominator // 2.
+
+    Harmonic l sits at k = l * denominator / T. When that is not an integer the nearest integer k
+    is used (so Phi_T then approximates the period-T energy). Harmonics l and T - l are complex
+    conjugates and fold onto the same real frequency, whose cos and sin rows hold both.
+    """
+    d = _as_int(denominator, "denominator", 2)
+    T = _as_int(T, "T", 2)
+    ks = np.rint(np.arange(1, T) * d / T).astype(np.int64) % d
+    ks = np.minimum(ks, d - ks)
+    return np.unique(ks[ks > 0])
+
+
+def phi_T(W, T: int, basis: FourierBasis | None = None, subtract_mean: bool = False) -> float:
+    """Phi_T = sum_{l=1}^{T-1} ||F_{l/T} W||^2: the energy at the harmonics of period T.
+
+    With the exact basis and T dividing N this is exactly the energy of the T-periodic part of W
+    minus its mean (the projection onto functions of n mod T). Integer T >= 2 only.
+    """
+    proj, fb = _project(W, basis, subtract_mean)
+    ks = harmonic_freqs(fb.denominator, T)
+    rows = np.isin(fb.freqs, ks)
+    return float(np.sum(proj[rows] ** 2))
+
+
+def trace_between_class_scatter(W, T: int, basis: FourierBasis | None = None) -> float:
+    """Tr(S_B) = Phi_T / N for classes n mod T, on W minus its row mean.
+
+    S_B = (1/N) sum_c N_c (mu_c - mu)(mu_c - mu)^T. The identity is exact for the exact basis when
+    T divides N; otherwise it is the nearest-k approximation of ``harmonic_freqs``.
+    """
+    arr, fb = _resolve(W, basis)
+    return phi_T(arr, T, fb, subtract_mean=True) / fb.n
+
+
+# ---------------------------------------------------------------------------------------------
+# Prominence-based outliers
+
+
+def _neighbours(k: int, n_freqs: int, inner: int, outer: int) -> np.ndarray:
+    d = np.arange(inner, outer + 1)
+    idx = np.concatenate([k - d, k + d])
+    return idx[(idx >= 1) & (idx < n_freqs)]
+
+
+def prominence(mags, k: int, inner: int = 2, outer: int = 8) -> float:
+    """mags[k] / median(mags at k +- inner..outer), neighbours clipped to 1..len(mags)-1 (no DC).
+
+    ``mags`` is indexed by frequency k (e.g. ``mean_dft_amplitude`` or ``frequency_magnitudes``).
+    """
+    mags = np.asarray(mags, dtype=np.float64)
+    if mags.ndim != 1 or mags.size < 3:
+        raise DataError(f"mags: must be a 1-D array of at least 3 frequencies, got shape {mags.shape}")
+    inner = _as_int(inner, "inner", 1)
+    outer = _as_int(outer, "outer", inner)
+    k = _as_int(k, "k", 1)
+    if k >= mags.size:
+        raise ConfigError(f"k: must be in 1..{mags.size - 1}, got {k}")
+    nb = _neighbours(k, mags.size, inner, outer)
+    if nb.size == 0:
+        raise ConfigError(f"inner: no neighbours of k={k} within {inner}..{outer} in {mags.size} bins")
+    ref = float(np.median(mags[nb]))
+    if ref == 0.0:
+        return math.inf if mags[k] > 0 else math.nan
+    return float(mags[k] / ref)
+
+
+class Outlier(NamedTuple):
+    k: int
+    period: float
+    prominence: float
+
+
+def find_outliers(
+    W,
+    basis: FourierBasis | None = None,
+    threshold: float = DEFAULT_OUTLIER_THRESHOLD,
+    inner: int = 2,
+    outer: int = 8,
+    k_min: int | None = None,
+) -> list[Outlier]:
+    """Frequencies whose prominence in ``mean_dft_amplitude(W)`` exceeds ``threshold``, strongest first.
+
+    Only k >= k_min are scanned; the default k_min = outer + 1 keeps the lower neighbour window
+    complete. Real embeddings carry a smooth size trend that is largest at the lowest k, and a
+    window clipped at DC compares such a bin only with smaller, higher-k bins, so it would be
+    reported as an outlier. The upper window may clip (period 2 is the last bin), which is harmless
+    because high-frequency spectra are flat.
+    """
+    if not (isinstance(threshold, (int, float, np.integer, np.floating)) and threshold > 0):
+        raise ConfigError(f"threshold: must be a number > 0, got {threshold!r}")
+    inner = _as_int(inner, "inner", 1)
+    outer = _as_int(outer, "outer", inner)
+    k_min = outer + 1 if k_min is None else _as_int(k_min, "k_min", 1)
+    arr, fb = _resolve(W, basis)
+    amps = mean_dft_amplitude(arr, fb)
+    periods = fb.frequency_periods
+    found = []
+    for k in range(k_min, amps.size):
+        pr = prominence(amps, k, inner, outer)
+        if pr > threshold:
+            found.append(Outlier(k, float(periods[k]), pr))
+    return sorted(found, key=lambda o: -o.prominence)

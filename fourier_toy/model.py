@@ -1,0 +1,257 @@
+"""GPT-2 in numpy with a hand-written backward pass and TransformerLens-named hooks.
+
+Architecture (DESIGN.md convention 3): token + learned position embedding; pre-LayerNorm blocks
+with causal multi-head attention (biases, 1/sqrt(d_head) scaling) and a 4*d MLP with tanh GELU;
+a final LayerNorm; logits over the p number tokens only, from the unembedding W_U (p, d) = the
+number rows of `wte.weight` (tied) or `lm_head.weight` (untied).
+
+Training reads only the last position, so unless `all_positions=True` the last block computes its
+query, attention output and MLP for the last position alone: in that block the activations after
+the keys/values (`hook_pattern`, `hook_z`, `hook_attn_out`, `hook_resid_mid`, the MLP hooks,
+`hook_resid_post`) and `ln_final.hook_normalized` have position length 1.
+
+Hooks: `(activation, name) -> activation or None`, run eagerly inside forward; a returned array
+replaces the activation downstream. q, k, v and z are shown to hooks as (B, T, H, Dh) and the
+attention pattern as (B, H, Tq, Tk), as in TransformerLens. After a forward in which a hook
+replaced an activation there is no backward (the gradient would be of a different function).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import defaultdict
+
+import numpy as np
+
+from . import ops
+from .config import ModelConfig
+from .params import Layout, init_gpt2
+
+HOOK_NAMES_GLOBAL = ("hook_embed", "hook_pos_embed", "ln_final.hook_normalized")
+HOOK_NAMES_BLOCK = (
+    "hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z",
+    "hook_attn_out", "hook_resid_mid", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
+)
+
+
+def hook_names(n_layers: int) -> list[str]:
+    """Every hook point of a model with n_layers blocks, in forward order."""
+    names = ["hook_embed", "hook_pos_embed"]
+    for l in range(n_layers):
+        names += [f"blocks.{l}.{n}" for n in HOOK_NAMES_BLOCK]
+    return names + ["ln_final.hook_normalized"]
+
+
+def backend_module(name: str):
+    """The op implementations: the numpy oracle or the numba kernels (same signatures)."""
+    return ops if name == "numpy" else importlib.import_module(".kernels", __package__)
+
+
+class GPT:
+    """params: one flat buffer (layout.size,) with named views `w`; grads: the same layout."""
+
+    def __init__(self, cfg: ModelConfig, n_numbers: int, params: np.ndarray | None = None,
+                 rng: np.random.Generator | None = None, dtype=np.float32):
+        self.cfg = cfg
+        self.p = n_numbers
+        self.vocab_size = n_numbers + 2
+        self.n_heads = cfg.n_heads
+        self.layout = Layout.gpt2(self.vocab_size, cfg.d_model, cfg.n_layers, cfg.tied, cfg.n_ctx)
+        if params is None:
+            params = init_gpt2(self.layout, cfg.n_layers, rng if rng is not None else np.random.default_rng(0), dtype)
+        if params.shape != (self.layout.size,):
+            raise ValueError(f"params: expected shape ({self.layout.size},), got {params.shape}")
+        self.params = params
+        self.w = self.layout.views(params)
+        self.grads = np.zeros_like(params)
+        self.g = self.layout.views(self.grads)
+        self.be = backend_module(cfg.backend)
+        self._hooks: dict[str, list] = {}
+        self._caches = None
+        self._replaced = False
+
+    # ---- helpers ---------------------------------------------------------------------------------
+
+    @property
+    def unembed_name(self) -> str:
+        return "wte.weight" if self.cfg.tied else "lm_head.weight"
+
+    @property
+    def W_U(self) -> np.ndarray:
+        """(p, d): the unembedding rows of the number tokens."""
+        return self.w[self.unembed_name][: self.p]
+
+    def _hook(self, name: str, x: np.ndarray) -> np.ndarray:
+        for fn in self._hooks.get(name, ()):
+            out = fn(x, name)
+            if out is not None:
+                out = np.asarray(out, dtype=x.dtype)
+                if out.shape != x.shape:
+                    raise ValueError(f"hook {name}: returned shape {out.shape}, expected {x.shape}")
+                x, self._replaced = out, True
+        return x
+
+    def _heads(self, x):
+        """(B, T, d) -> (B, H, T, Dh)."""
+        B, T, d = x.shape
+        return x.reshape(B, T, self.n_heads, d // self.n_heads).transpose(0, 2, 1, 3)
+
+    def _hook_heads(self, name, x):
+        """Hooks see (B, T, H, Dh); the model works in (B, H, T, Dh)."""
+        if name not in self._hooks:
+            return x
+        return np.ascontiguousarray(self._hook(name, x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3))
+
+    # ---- forward ---------------------------------------------------------------------------------
+
+    def forward(self, tokens: np.ndarray, hooks=None, all_positions: bool = False) -> np.ndarray:
+        """tokens (B, T) int, T <= n_ctx -> number logits (B, p) at the last position, or (B, T, p).
+
+        hooks: a list of (name, fn) pairs or a dict name -> fn (see the module docstring).
+        """
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2 or not 1 <= tokens.shape[1] <= self.cfg.n_ctx:
+            raise ValueError(f"tokens: expected shape (batch, 1..{self.cfg.n_ctx}), got {tokens.shape}")
+        self._hooks = defaultdict(list)
+        for name, fn in (hooks.items() if isinstance(hooks, dict) else hooks or ()):
+            self._hooks[name].append(fn)
+        self._hooks = dict(self._hooks)
+        self._replaced = False
+        be, w, L, T = self.be, self.w, self.cfg.n_layers, tokens.shape[1]
+
+        if "hook_embed" in self._hooks or "hook_pos_embed" in self._hooks:
+            x = self._hook("hook_embed", w["wte.weight"][tokens]) + self._hook(
+                "hook_pos_embed", np.broadcast_to(w["wpe.weight"][:T], (len(tokens), T, self.cfg.d_model)).copy())
+            c_emb = (tokens, w["wte.weight"].shape, w["wpe.weight"].shape)
+        else:
+            x, c_emb = be.embedding_forward(tokens, w["wte.weight"], w["wpe.weight"])
+
+        blocks = []
+        for l in range(L):
+            h, pre = f"h.{l}.", f"blocks.{l}."
+            last_only = l == L - 1 and not all_positions
+            x = self._hook(pre + "hook_resid_pre", x)
+            a, c_ln1 = be.layernorm_forward(x, w[h + "ln_1.weight"], w[h + "ln_1.bias"])
+            qkv, c_qkv = be.linear_forward(a, w[h + "attn.c_attn.weight"], w[h + "attn.c_attn.bias"])
+            d = self.cfg.d_model
+            q, k, v = (self._heads(qkv[..., i * d : (i + 1) * d]) for i in range(3))
+            if last_only:
+                q = q[:, :, -1:]
+            q = self._hook_heads(pre + "attn.hook_q", np.ascontiguousarray(q))
+            k = self._hook_heads(pre + "attn.hook_k", np.ascontiguousarray(k))
+            v = self._hook_heads(pre + "attn.hook_v", np.ascontiguousarray(v))
+            z, c_att = be.attention_forward(q, k, v)
+            if pre + "attn.hook_pattern" in self._hooks:
+                pattern = c_att[3]
+                hooked = self._hook(pre + "attn.hook_pattern", pattern)
+                if hooked is not pattern:
+                    z = hooked @ v
+            z = self._hook_heads(pre + "attn.hook_z", z)
+            B, _, Tq, _ = z.shape
+            zc = z.transpose(0, 2, 1, 3).reshape(B, Tq, d)
+            attn_out, c_proj = be.linear_forward(zc, w[h + "attn.c_proj.weight"], w[h + "attn.c_proj.bias"])
+            attn_out = self._hook(pre + "hook_attn_out", attn_out)
+            resid_mid = self._hook(pre + "hook_resid_mid", (x[:, -1:] if last_only else x) + attn_out)
+            m, c_ln2 = be.layernorm_forward(resid_mid, w[h + "ln_2.weight"], w[h + "ln_2.bias"])
+            fc, c_fc = be.linear_forward(m, w[h + "mlp.c_fc.weight"], w[h + "mlp.c_fc.bias"])
+            fc = self._hook(pre + "mlp.hook_pre", fc)
+            act, c_gelu = be.gelu_forward(fc)
+            act = self._hook(pre + "mlp.hook_post", act)
+            mlp_out, c_mp = be.linear_forward(act, w[h + "mlp.c_proj.weight"], w[h + "mlp.c_proj.bias"])
+            mlp_out = self._hook(pre + "hook_mlp_out", mlp_out)
+            x = self._hook(pre + "hook_resid_post", resid_mid + mlp_out)
+            blocks.append((last_only, T, c_ln1, c_qkv, c_att, c_proj, c_ln2, c_fc, c_gelu, c_mp))
+
+        hf, c_lnf = be.layernorm_forward(x, w["ln_f.weight"], w["ln_f.bias"])
+        hf = self._hook("ln_final.hook_normalized", hf)
+        W_U = self.W_U
+        if all_positions:
+            logits = hf @ W_U.T
+        else:
+            hf = hf[:, -1]
+            logits = hf @ W_U.T
+        self._caches = (c_emb, blocks, c_lnf, hf, all_positions)
+        return logits
+
+    def run_with_cache(self, tokens, names=None, hooks=None, all_positions: bool = False):
+        """Forward that also returns {hook name: activation copy} for `names` (default: all)."""
+        wanted = hook_names(self.cfg.n_layers) if names is None else list(names)
+        store: dict[str, np.ndarray] = {}
+
+        def save(x, name):
+            store[name] = x.copy()
+
+        all_hooks = list(hooks.items() if isinstance(hooks, dict) else hooks or ())
+        logits = self.forward(tokens, hooks=all_hooks + [(n, save) for n in wanted], all_positions=all_positions)
+        return logits, store
+
+    # ---- backward --------------------------------------------------------------------------------
+
+    def backward(self, dlogits: np.ndarray) -> np.ndarray:
+        """dlogits with the shape forward returned -> self.grads (the whole flat buffer).
+
+        Gradients are written, not accumulated: calling backward twice gives the same result.
+        """
+        if self._caches is None:
+            raise RuntimeError("backward: call forward first")
+        if self._replaced:
+            raise RuntimeError("backward: a hook replaced an activation in the last forward")
+        be, w, g = self.be, self.w, self.g
+        c_emb, blocks, c_lnf, hf, all_positions = self._caches
+        dlogits = np.asarray(dlogits, dtype=self.params.dtype)
+        g_unembed = g[self.unembed_name]
+        g_unembed[...] = 0
+        if all_positions:
+            dhf = dlogits @ self.W_U
+            g_unembed[: self.p] = dlogits.reshape(-1, self.p).T @ hf.reshape(-1, hf.shape[-1])
+        else:
+            dh_last = dlogits @ self.W_U
+            g_unembed[: self.p] = dlogits.T @ hf
+            dhf = dh_last[:, None, :]
+        dx, g["ln_f.weight"][...], g["ln_f.bias"][...] = be.layernorm_backward(dhf, c_lnf)
+
+        d = self.cfg.d_model
+        for l in reversed(range(self.cfg.n_layers)):
+            h = f"h.{l}."
+            last_only, T, c_ln1, c_qkv, c_att, c_proj, c_ln2, c_fc, c_gelu, c_mp = blocks[l]
+            dresid_mid = dx
+            dact, g[h + "mlp.c_proj.weight"][...], g[h + "mlp.c_proj.bias"][...] = be.linear_backward(dx, c_mp)
+            dfc = be.gelu_backward(dact, c_gelu)
+            dm, g[h + "mlp.c_fc.weight"][...], g[h + "mlp.c_fc.bias"][...] = be.linear_backward(dfc, c_fc)
+            dln2, g[h + "ln_2.weight"][...], g[h + "ln_2.bias"][...] = be.layernorm_backward(dm, c_ln2)
+            dresid_mid = dresid_mid + dln2
+            dzc, g[h + "attn.c_proj.weight"][...], g[h + "attn.c_proj.bias"][...] = be.linear_backward(
+                dresid_mid, c_proj)
+            B, Tq = dzc.shape[:2]
+            dz = dzc.reshape(B, Tq, self.n_heads, d // self.n_heads).transpose(0, 2, 1, 3)
+            dq, dk, dv = be.attention_backward(np.ascontiguousarray(dz), c_att)
+            dqkv = np.empty((B, T, 3 * d), dtype=dx.dtype)
+            merge = lambda t: t.transpose(0, 2, 1, 3).reshape(B, t.shape[2], d)  # noqa: E731
+            if last_only:
+                dqkv[..., :d] = 0
+                dqkv[:, -1:, :d] = merge(dq)
+            else:
+                dqkv[..., :d] = merge(dq)
+            dqkv[..., d : 2 * d] = merge(dk)
+            dqkv[..., 2 * d :] = merge(dv)
+            da, g[h + "attn.c_attn.weight"][...], g[h + "attn.c_attn.bias"][...] = be.linear_backward(dqkv, c_qkv)
+            dx_in, g[h + "ln_1.weight"][...], g[h + "ln_1.bias"][...] = be.layernorm_backward(da, c_ln1)
+            if last_only:
+                dx_in[:, -1:] += dresid_mid
+            else:
+                dx_in += dresid_mid
+            dx = dx_in
+
+        dwte, g["wpe.weight"][...] = be.embedding_backward(dx, c_emb)
+        if self.cfg.tied:
+            g["wte.weight"] += dwte
+        else:
+            g["wte.weight"][...] = dwte
+        return self.grads
+
+    def loss_and_grad(self, tokens, targets) -> float:
+        """Mean cross-entropy of the last-position number logits; fills self.grads."""
+        logits = self.forward(tokens)
+        loss, c = self.be.cross_entropy_forward(logits, targets)
+        self.backward(self.be.cross_entropy_backward(1.0, c))
+        return float(loss)

@@ -1,0 +1,325 @@
+"""Low-level run-directory I/O: atomic writes, safetensors, metrics JSONL, RNG state.
+
+Every file in a run directory is written atomically: the bytes go to a temporary file in the same
+directory, which is flushed, fsynced and then renamed over the target, so a crash leaves either the
+old file or the new one, never a mix. ``metrics.jsonl`` is the exception that is appended to; its
+reader tolerates the one thing an interrupted append can leave behind, a partial last line.
+
+No pickle: tensors go through safetensors, the RNG state through JSON text stored as uint8 bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from fourier_toy.errors import CheckpointError, DataError
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "save_tensors",
+    "load_tensors",
+    "append_jsonl",
+    "read_jsonl",
+    "truncate_jsonl",
+    "rng_state_to_array",
+    "rng_from_array",
+]
+
+# Bit generators whose state is a JSON-representable dict of ints (no arrays).
+_JSON_BIT_GENERATORS = ("PCG64", "PCG64DXSM")
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable; silently skipped where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, flush, fsync, rename, fsync dir).
+
+    On any failure the target keeps its previous content, the temporary file is removed, and an
+    OSError is re-raised as CheckpointError naming the path.
+    """
+    path = Path(path)
+    directory = path.parent
+    tmp_name = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; run files are ordinary files
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+    fsync_dir(directory)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` as UTF-8 to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    """Let numpy scalars/arrays and paths through json; everything else stays an error."""
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _dumps(obj: Any, where: str, indent: int | None) -> str:
+    """Strict JSON text (sorted keys, no NaN/inf); CheckpointError naming ``where`` otherwise."""
+    try:
+        return json.dumps(obj, sort_keys=True, indent=indent, allow_nan=False, default=_json_default)
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise CheckpointError(
+                f"{where}: cannot encode a NaN or infinite float as JSON (store None or a string instead)"
+            ) from None
+        raise CheckpointError(f"{where}: cannot encode as JSON ({exc})") from None
+    except TypeError as exc:
+        raise CheckpointError(f"{where}: cannot encode as JSON ({exc})") from None
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as JSON (sorted keys, indent 2, trailing newline) to ``path`` atomically.
+
+    NaN/inf floats and unencodable objects raise CheckpointError before anything is written.
+    """
+    atomic_write_text(path, _dumps(obj, str(path), indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- safetensors
+
+def save_tensors(
+    path: str | os.PathLike,
+    tensors: Mapping[str, np.ndarray],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Save named arrays (any shapes; safetensors dtypes) and string metadata to ``path`` atomically."""
+    arrays = {}
+    for name, value in tensors.items():
+        if not isinstance(name, str):
+            raise DataError(f"{path}: tensor names must be strings, got {name!r}")
+        if not isinstance(value, np.ndarray):
+            raise DataError(f"{path}: tensor '{name}' must be a numpy array, got {type(value).__name__}")
+        # safetensors reads raw memory from the data pointer, so views (transposes, strided
+        # slices of the parameter buffer) must be made C-contiguous first.
+        # (np.ascontiguousarray would also turn 0-d arrays into 1-d ones.)
+        arrays[name] = value if value.flags.c_contiguous else value.copy(order="C")
+    meta = None
+    if metadata is not None:
+        meta = {}
+        for key, value in metadata.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise DataError(f"{path}: metadata keys and values must be strings, got {key!r}: {value!r}")
+            meta[key] = value
+    try:
+        data = safetensors.numpy.save(arrays, metadata=meta)
+    except (safetensors.SafetensorError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: cannot serialize tensors ({exc})") from None
+    atomic_write_bytes(path, data)
+
+
+def _read_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` dict of an already validated safetensors byte string."""
+    (header_len,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + header_len].decode("utf-8"))
+    return dict(header.get("__metadata__") or {})
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Load ``(tensors, metadata)`` from a safetensors file; arrays are writable copies.
+
+    A missing, unreadable, truncated or corrupt file raises CheckpointError with the path and reason.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    try:
+        loaded = safetensors.numpy.load(data)
+        metadata = _read_metadata(data)
+    except (safetensors.SafetensorError, KeyError, ValueError, TypeError, struct.error) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise CheckpointError(f"{path}: not a valid safetensors file ({reason})") from None
+    tensors = {name: np.array(arr, copy=True) for name, arr in loaded.items()}
+    return tensors, metadata
+
+
+# --------------------------------------------------------------------------- JSON lines
+
+def _parse_line(raw: bytes) -> dict | None:
+    """The JSON object on one line, or None when the bytes are not one."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _tail_start(f, size: int) -> int:
+    """Offset just after the last newline in the open binary file ``f`` of ``size`` bytes (0 if none)."""
+    pos = size
+    block = 1 << 16
+    while pos > 0:
+        start = max(0, pos - block)
+        f.seek(start)
+        chunk = f.read(pos - start)
+        idx = chunk.rfind(b"\n")
+        if idx >= 0:
+            return start + idx + 1
+        pos = start
+    return 0
+
+
+def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
+    """Append ``record`` as one JSON line (sorted keys, strict floats), flushed and fsynced.
+
+    If an earlier append was interrupted, its partial last line is first removed (or, if it
+    is a complete object that only lacks its newline, terminated), matching ``read_jsonl``.
+    """
+    path = Path(path)
+    if not isinstance(record, Mapping):
+        raise DataError(f"{path}: a JSONL record must be a dict, got {type(record).__name__}")
+    line = (_dumps(dict(record), str(path), indent=None) + "\n").encode("utf-8")
+    try:
+        with open(path, "a+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size > 0:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    start = _tail_start(f, size)
+                    f.seek(start)
+                    if _parse_line(f.read(size - start)) is None:
+                        f.truncate(start)
+                    else:
+                        f.write(b"\n")  # append mode: always lands at the end
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot append ({exc.strerror or exc})") from None
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """All records of a JSONL file, in order.
+
+    Blank lines are skipped. A final line without its newline that does not parse is the trace
+    of an interrupted append and is dropped silently; any other line that is not a JSON object
+    raises CheckpointError naming the file and the 1-based line number. A missing file raises too.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    lines = data.split(b"\n")
+    # After split the last element is b"" when the file ends with a newline, else the unterminated tail.
+    records = []
+    last = len(lines) - 1
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        obj = _parse_line(raw)
+        if obj is None:
+            if number - 1 == last:
+                break  # unterminated final line: an interrupted append
+            raise CheckpointError(f"{path}: line {number} is not a JSON object")
+        records.append(obj)
+    return records
+
+
+def truncate_jsonl(path: str | os.PathLike, keep: Callable[[dict], bool]) -> list[dict]:
+    """Rewrite ``path`` atomically with only the records for which ``keep(record)`` is true.
+
+    Used on resume to drop evaluations logged after the checkpoint. Returns the kept records.
+    """
+    kept = [record for record in read_jsonl(path) if keep(record)]
+    text = "".join(_dumps(record, str(path), indent=None) + "\n" for record in kept)
+    atomic_write_text(path, text)
+    return kept
+
+
+# --------------------------------------------------------------------------- RNG state
+
+def rng_state_to_array(gen: np.random.Generator) -> np.ndarray:
+    """The generator's bit-generator state as a uint8 (k,) array of JSON text.
+
+    The PCG64 state holds 128-bit integers, which JSON keeps exactly. The SeedSequence is not part
+    of the state, so ``spawn`` on a restored generator does not repeat the original's children.
+    """
+    if not isinstance(gen, np.random.Generator):
+        raise DataError(f"rng state: expected a numpy.random.Generator, got {type(gen).__name__}")
+    state = gen.bit_generator.state
+    name = state.get("bit_generator")
+    if name not in _JSON_BIT_GENERATORS:
+        raise DataError(
+            f"rng state: bit generator must be one of {', '.join(_JSON_BIT_GENERATORS)}, got {name!r}"
+        )
+    text = json.dumps(state, sort_keys=True, allow_nan=False)
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8).copy()
+
+
+def rng_from_array(arr: np.ndarray) -> np.random.Generator:
+    """A Generator continuing exactly where the one given to ``rng_state_to_array`` was."""
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8 or arr.ndim != 1:
+        raise CheckpointError(f"rng state: expected a 1-D uint8 array, got {arr.dtype} {arr.shape}")
+    try:
+        state = json.loads(arr.tobytes().decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise CheckpointError("rng state: stored bytes are not valid JSON") from None
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if name not in _JSON_BIT_GENERATORS:
+        raise CheckpointError(
+            f"rng state: bit generator must be one of {', '.join(_JSON_BIT_GENERATORS)}, got {name!r}"
+        )
+    bit_generator = getattr(np.random, name)()
+    try:
+        bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"rng state: invalid {name} state ({exc})") from None
+    return np.random.Generator(bit_generator)
