@@ -12,7 +12,7 @@ import numpy as np
 
 from . import embeddings, pretrained
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .model import GPT
 
 # Sub-streams of the seed (numpy SeedSequence entropy [seed, purpose]).
@@ -29,6 +29,9 @@ def number_rows(cfg: Config) -> tuple[np.ndarray | None, dict]:
         rows = embeddings.fourier_embedding(p, d, rng, periods=e.periods, low=e.low, mapping=e.mapping)
         return rows, {"kind": "fourier", "periods": list(e.periods), "low": e.low, "mapping": e.mapping}
     rows, info = load_source(e.source, p)
+    if np.all(rows == rows[0]):
+        raise DataError(f"embedding.source: the rows of the numbers 0..{p - 1} are all identical "
+                        f"(they carry nothing that tells one number from another)")
     rows, width_info = pretrained.adapt_width(rows, d, method=e.width)
     rows = embeddings.scale_like_init(rows)
     return rows, {"kind": "transplant", **info, **width_info}
@@ -42,12 +45,16 @@ def load_source(source: str, n_numbers: int) -> tuple[np.ndarray, dict]:
 
         return toy_number_rows(n_numbers)
     path = Path(source).expanduser()
-    if path.is_dir():
-        if (path / "config.json").is_file() and (path / "metrics.jsonl").exists():
-            return pretrained.load_run(path, n_numbers)
-        return pretrained.load_hf_folder(path, n_numbers)
-    if path.suffix in (".npy", ".npz") or path.exists():
-        return pretrained.load_matrix(path, n_numbers)
+    try:
+        if path.is_dir():
+            if (path / "config.json").is_file() and (path / "metrics.jsonl").exists():
+                return pretrained.load_run(path, n_numbers)
+            return pretrained.load_hf_folder(path, n_numbers)
+        if path.suffix in (".npy", ".npz") or path.exists():
+            return pretrained.load_matrix(path, n_numbers)
+    except DataError as err:
+        # The readers name the file; the prefix names the setting that pointed at it.
+        raise DataError(f"embedding.source: {err}") from None
     raise ConfigError(f"embedding.source: {source!r} is neither an existing .npy/.npz file, a folder, nor 'toy'")
 
 

@@ -66,6 +66,23 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .interchange import export_run
+
+    print(export_run(args.run, args.out, force=args.force))
+    return 0
+
+
+def cmd_pretrain_toy(args) -> int:
+    from .pretrain_toy import ToyConfig, cache_path, toy_number_rows, toy_numbers
+
+    rows, info = toy_number_rows(args.numbers, seed=args.seed, use_cache=not args.no_cache)
+    where = "not cached" if args.no_cache else cache_path(ToyConfig(n_numbers=toy_numbers(args.numbers), seed=args.seed))
+    print(f"toy source: {rows.shape[0]} numbers x {rows.shape[1]} dims, digit accuracy "
+          f"{info['digit_accuracy']['all']:.4f} after {info['steps']} steps; {where}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="fourier-toy", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -89,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
+
+    x = sub.add_parser("export", help="write a run as a Hugging Face GPT-2 folder")
+    x.add_argument("run")
+    x.add_argument("out")
+    x.add_argument("--force", action="store_true", help="replace an existing folder")
+    x.set_defaults(func=cmd_export)
+
+    pt = sub.add_parser("pretrain-toy", help="pre-train (or fetch from the cache) the built-in 'toy' source")
+    pt.add_argument("--numbers", type=int, default=121, help="how many numbers the rows must cover")
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--no-cache", action="store_true")
+    pt.set_defaults(func=cmd_pretrain_toy)
     return p
 
 

@@ -7,10 +7,12 @@ The ops work in the dtype they are given (float32 for training, float64 for grad
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 LN_EPS = 1e-5
-_GELU_C = np.sqrt(2.0 / np.pi)
+_GELU_C = math.sqrt(2.0 / math.pi)  # a Python float, so float32 inputs stay float32
 
 
 # ---- embedding ---------------------------------------------------------------------------------
@@ -70,9 +72,10 @@ def linear_forward(x, W, b):
 def linear_backward(dy, cache):
     """dy (..., Dout) -> (dx (..., Din), dW (Din, Dout), db (Dout,))."""
     x, W = cache
+    # One 2-D matmul each: a 3-D `dy @ W.T` would run as a batch of small matmuls.
     dy2 = dy.reshape(-1, dy.shape[-1])
     dW = x.reshape(-1, x.shape[-1]).T @ dy2
-    return dy @ W.T, dW, dy2.sum(axis=0)
+    return (dy2 @ W.T).reshape(*dy.shape[:-1], W.shape[0]), dW, dy2.sum(axis=0)
 
 
 # ---- gelu (tanh approximation, as GPT-2) -------------------------------------------------------

@@ -135,6 +135,7 @@ class AdamW:
         weight_decay: float = 0.01,
         decay_mask: np.ndarray | None = None,
         trainable_mask: np.ndarray | None = None,
+        update=None,
     ) -> None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ConfigError(f"optimizer.n: expected an integer >= 0, got {n!r}")
@@ -157,6 +158,8 @@ class AdamW:
         self.m = np.zeros(self.n, dtype=np.float32)
         self.v = np.zeros(self.n, dtype=np.float32)
         self.t = 0
+        # The update function: this module's numpy oracle, or a compiled kernel with its signature.
+        self._update = _adamw_update if update is None else update
 
     def _check_buffer(self, arr: Any, name: str) -> None:
         if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.shape != (self.n,):
@@ -176,7 +179,7 @@ class AdamW:
             raise DataError("optimizer.step params: array is read-only")
         step_lr = self.lr if lr is None else _check_float(lr, "lr", 0.0, math.inf, False, True)
         self.t += 1
-        _adamw_update(
+        self._update(
             params, grads, self.m, self.v, step_lr, self.beta1, self.beta2, self.eps,
             self.weight_decay, self._decay_f32, self._trainable_f32, self.t,
         )

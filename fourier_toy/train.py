@@ -131,7 +131,8 @@ def train(cfg: Config, out, resume: bool = False, force: bool = False, progress:
     schedule = LRSchedule(tc.schedule, tc.lr, max(total, tc.warmup_steps, 1), tc.warmup_steps, tc.min_lr_ratio)
     opt = AdamW(model.layout.size, tc.lr, tuple(tc.betas), tc.eps, tc.weight_decay,
                 decay_mask=decay_mask(model.layout),
-                trainable_mask=trainable_mask(model, cfg.embedding.freeze))
+                trainable_mask=trainable_mask(model, cfg.embedding.freeze),
+                update=getattr(model.be, "adamw_update", None))
     derived = {"n_numbers": cfg.task.n_numbers, "vocab_size": model.vocab_size,
                "n_params": int(model.layout.size), "split_sizes": {s: len(splits[s]) for s in SPLITS},
                "embedding": embed_info}
