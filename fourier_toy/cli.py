@@ -83,6 +83,75 @@ def cmd_pretrain_toy(args) -> int:
     return 0
 
 
+def _diagnostic(args, report_fn, format_fn, plot_fns) -> int:
+    """Shared by spectrum / lens / ablate / probe: a table, or JSON, and optionally a figure."""
+    rep = report_fn()
+    if args.json:
+        print(json.dumps(rep, sort_keys=True))
+    else:
+        print(format_fn(rep))
+    if args.plot:
+        for fn, suffix in plot_fns:
+            path = Path(args.plot)
+            fn(rep, path if not suffix else path.with_name(f"{path.stem}_{suffix}{path.suffix}"))
+    return 0
+
+
+def cmd_spectrum(args) -> int:
+    from . import diagnose, plots
+
+    return _diagnostic(args, lambda: diagnose.spectrum_report(args.source, basis=args.basis),
+                       diagnose.format_spectrum, [(plots.plot_spectrum, "")])
+
+
+def cmd_lens(args) -> int:
+    from . import diagnose, plots
+
+    return _diagnostic(args, lambda: diagnose.lens_report(args.run, split=args.split, basis=args.basis),
+                       diagnose.format_lens, [(plots.plot_lens, ""), (plots.plot_module_spectra, "modules")])
+
+
+def cmd_ablate(args) -> int:
+    from . import diagnose, plots, reference
+
+    ref_rows = [{"modules": {"none": "none", "attn+mlp": "ATTN & MLP", "attn": "ATTN", "mlp": "MLP"}[m],
+                 "removed": r, "acc": acc} for (m, r), (_, acc) in reference.TABLE1.items()]
+    return _diagnostic(args, lambda: diagnose.ablate_report(args.run, split=args.split, basis=args.basis),
+                       diagnose.format_ablate,
+                       [(lambda rep, path: plots.plot_ablation(rep, path, reference=ref_rows), ""),
+                        (plots.plot_errors, "errors")])
+
+
+def cmd_probe(args) -> int:
+    from . import diagnose, plots
+
+    return _diagnostic(args, lambda: diagnose.probe_report(args.source, split=args.split),
+                       diagnose.format_probe, [(plots.plot_probes, "")])
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    summary = reproduce(preset=args.preset, seeds=args.seeds, out=args.out, source=args.source,
+                        workers=args.workers, overrides=args.set or [], progress=args.progress)
+    print(f"report: {Path(summary['dir']) / 'report.md'}")
+    for claim, verdict in summary["verdicts"].items():
+        print(f"  {claim}: {verdict}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import cli_sweep
+
+    return cli_sweep(args.grid, workers=args.workers, scheduler=args.scheduler, out=args.out)
+
+
+def cmd_sweep_report(args) -> int:
+    from .sweep import cli_report
+
+    return cli_report(args.dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="fourier-toy", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -112,6 +181,41 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("out")
     x.add_argument("--force", action="store_true", help="replace an existing folder")
     x.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("reproduce", help="the paper's experiments in toy form, with report.md and figures")
+    r.add_argument("--preset", default="quick", help="quick (minutes) or paper (p = 521)")
+    r.add_argument("--seeds", type=int, default=3)
+    r.add_argument("--out", help="output directory (default reproduce-PRESET)")
+    r.add_argument("--source", default="toy",
+                   help="pre-trained number rows: 'toy' (built in), a .npy/.npz, a GPT-2 folder or a run")
+    r.add_argument("--workers", type=int, help="worker processes (default: the number of cores)")
+    r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one value (repeatable)")
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    r.set_defaults(func=cmd_reproduce)
+
+    for name, func, what, help_ in (("spectrum", cmd_spectrum, "source", "Fourier spectrum of number rows (run or .npy)"),
+                                    ("lens", cmd_lens, "run", "logit lens and module-logit bands of a run"),
+                                    ("ablate", cmd_ablate, "run", "Table 1 analogue: the null-space filters"),
+                                    ("probe", cmd_probe, "source", "linear probes for n mod 2, 5, 10")):
+        d = sub.add_parser(name, help=help_)
+        d.add_argument(what)
+        if name != "spectrum":
+            d.add_argument("--split", default="test", choices=["train", "val", "test"])
+        if name != "probe":
+            d.add_argument("--basis", default="exact", choices=["exact", "paper"])
+        d.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        d.add_argument("--plot", metavar="FILE.png", help="also write the figure")
+        d.set_defaults(func=func)
+
+    sw = sub.add_parser("sweep", help="run a grid of runs (GRID.toml) on local workers or a Dask cluster")
+    sw.add_argument("grid")
+    sw.add_argument("--workers", type=int)
+    sw.add_argument("--scheduler", metavar="tcp://HOST:PORT")
+    sw.add_argument("--out")
+    sw.set_defaults(func=cmd_sweep)
+    sr = sub.add_parser("sweep-report", help="aggregate a sweep directory")
+    sr.add_argument("dir")
+    sr.set_defaults(func=cmd_sweep_report)
 
     pt = sub.add_parser("pretrain-toy", help="pre-train (or fetch from the cache) the built-in 'toy' source")
     pt.add_argument("--numbers", type=int, default=121, help="how many numbers the rows must cover")

@@ -6,10 +6,15 @@ inputs (float32 or float64, C-contiguous; mixed float inputs promote as numpy wo
 them to a private `@njit` kernel. Outputs keep the input dtype. The caches have the same
 structure as the oracle's, so either module's backward accepts either module's cache.
 
-Where the time goes: matmuls stay in BLAS, always as one 2-D call (numpy runs a 3-D `x @ W` as
-one small matmul per batch entry). The gain is in fused elementwise and reduction passes (gelu,
-layernorm, the embedding scatter, AdamW) and, less, in attention over short sequences (T = 4
-here), which numpy spends on many tiny batched matmuls and temporaries.
+Two layers of kernels:
+- the op-by-op kernels (public, with the oracle's signatures): what a model runs when hooks are
+  attached or every position is asked for, and what the tests compare with `ops.py` one by one;
+- the fused row kernels (private, further down), which the model's fused path (model.py) calls
+  between its matmuls with preallocated outputs: embedding + LayerNorm, residual add + LayerNorm,
+  bias + GELU, attention that reads q, k, v in place from the fused projection, LayerNorm
+  backward + residual + bias gradient, softmax cross-entropy with its gradient in one pass.
+Matmuls stay in BLAS, always as one 2-D call. Where the time goes and what the fusions bought:
+docs/performance.md. The thread policy (which threads run what) is in its own section below.
 
 Transcendentals: float32 uses the vectorizable `exp` and `tanh` approximations below (a few ulp;
 the C library's scalar calls would cost more than the whole op); float64, used for gradient
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import math
 import operator
+import threading
 
 import numpy as np
 from llvmlite import ir
@@ -47,6 +53,9 @@ __all__ = [
     "layernorm_forward",
     "linear_backward",
     "linear_forward",
+    "run_tasks",
+    "single_threaded_blas",
+    "threads",
     "warmup",
 ]
 
@@ -712,11 +721,349 @@ def cross_entropy_backward(dloss, cache):
     return dlogits
 
 
-# ---- AdamW -------------------------------------------------------------------------------------
+# ---- fused row kernels (the model's training and evaluation path) -------------------------------
+# Serial kernels over rows of 2-D (rows, width) arrays, called by model.py with preallocated
+# outputs: a batch is split into pieces that run on separate threads (see the thread policy
+# below), so these kernels never start threads of their own. Each one fuses the passes that sit
+# between two matmuls. Rows of a piece are example-major: row b*T + t is position t of example b.
+# "step" arguments map a short array onto the last positions: with step T, row i of the short
+# array belongs to row i*T + T - 1 of the long one (the last layer computes only those rows);
+# with step 1 the two arrays are row-aligned.
 
-@_pjit
+@_jit
+def _embed_ln_fwd(tokens, wte, wpe, lnw, lnb, eps, x, a, mean, rstd):
+    """x[b*T + t] = wte[tokens[b, t]] + wpe[t]; a = LayerNorm(x) with (lnw, lnb); per-row
+    mean and rstd kept for the backward pass."""
+    B, T = tokens.shape
+    D = wte.shape[1]
+    zero = x.dtype.type(0.0)
+    inv_d = x.dtype.type(1.0) / x.dtype.type(D)
+    for bi in range(B):
+        for t in range(T):
+            r = bi * T + t
+            tok = tokens[bi, t]
+            s = zero
+            for d in range(D):
+                v = wte[tok, d] + wpe[t, d]
+                x[r, d] = v
+                s += v
+            mu = s * inv_d
+            var = zero
+            for d in range(D):
+                c = x[r, d] - mu
+                var += c * c
+            rs = x.dtype.type(1.0) / np.sqrt(var * inv_d + eps)
+            mean[r] = mu
+            rstd[r] = rs
+            for d in range(D):
+                a[r, d] = (x[r, d] - mu) * rs * lnw[d] + lnb[d]
+
+
+@_jit
+def _res_ln_fwd(base, step, y, bias, lnw, lnb, eps, out, a, mean, rstd):
+    """out[i] = base[i*step + step - 1] + y[i] + bias (a residual add after a projection);
+    a = LayerNorm(out) with (lnw, lnb); per-row mean and rstd kept for the backward pass."""
+    M, D = y.shape
+    zero = y.dtype.type(0.0)
+    inv_d = y.dtype.type(1.0) / y.dtype.type(D)
+    for i in range(M):
+        br = i * step + step - 1
+        s = zero
+        for d in range(D):
+            v = base[br, d] + y[i, d] + bias[d]
+            out[i, d] = v
+            s += v
+        mu = s * inv_d
+        var = zero
+        for d in range(D):
+            c = out[i, d] - mu
+            var += c * c
+        rs = y.dtype.type(1.0) / np.sqrt(var * inv_d + eps)
+        mean[i] = mu
+        rstd[i] = rs
+        for d in range(D):
+            a[i, d] = (out[i, d] - mu) * rs * lnw[d] + lnb[d]
+
+
+@_jit
+def _ln_res_bwd(dy, dy2, step2, x, mean, rstd, w, dres, step3, dx, dw, db, dsum):
+    """The backward pass of out = LayerNorm(x) with a residual branch, for M rows of width D.
+
+    The gradient arriving at the LayerNorm output is dy[i], plus dy2[i // step2] on rows
+    i = k*step2 + step2 - 1 (dy2 may have 0 rows). dx[i] = LayerNorm'(x[i])^T g + the residual
+    gradient dres[i // step3] on rows i = k*step3 + step3 - 1 (dres may have 0 rows).
+    Writes dw, db (the LayerNorm's gain and bias gradients) and dsum = the column sums of dx
+    (the gradient of the bias added just before x).
+    """
+    M, D = dy.shape
+    zero = dy.dtype.type(0.0)
+    inv_d = dy.dtype.type(1.0) / dy.dtype.type(D)
+    n2 = dy2.shape[0]
+    n3 = dres.shape[0]
+    for d in range(D):
+        dw[d] = zero
+        db[d] = zero
+        dsum[d] = zero
+    for i in range(M):
+        k2 = -1
+        if n2 > 0 and (i + 1) % step2 == 0:
+            k2 = (i + 1) // step2 - 1
+        k3 = -1
+        if n3 > 0 and (i + 1) % step3 == 0:
+            k3 = (i + 1) // step3 - 1
+        mu = mean[i]
+        rs = rstd[i]
+        s1 = zero
+        s2 = zero
+        for d in range(D):
+            g = dy[i, d]
+            if k2 >= 0:
+                g += dy2[k2, d]
+            xh = (x[i, d] - mu) * rs
+            dw[d] += g * xh
+            db[d] += g
+            gw = g * w[d]
+            dx[i, d] = gw  # kept rounded, so that g*w - mean(g*w) cancels exactly when it should
+            s1 += gw
+            s2 += gw * xh
+        m1 = s1 * inv_d
+        m2 = s2 * inv_d
+        for d in range(D):
+            xh = (x[i, d] - mu) * rs
+            v = rs * (dx[i, d] - m1 - xh * m2)
+            if k3 >= 0:
+                v += dres[k3, d]
+            dx[i, d] = v
+            dsum[d] += v
+
+
+@_jit
+def _gelu_bias_fwd(h, bias, act):
+    """h += bias (in place: h then holds the pre-activation the backward pass needs);
+    act = gelu(h), tanh approximation."""
+    M, F = h.shape
+    c = h.dtype.type(_GELU_C)
+    k = h.dtype.type(_GELU_K)
+    half = h.dtype.type(0.5)
+    one = h.dtype.type(1.0)
+    for i in range(M):
+        for f in range(F):
+            xi = h[i, f] + bias[f]
+            h[i, f] = xi
+            act[i, f] = half * xi * (one + _tanh(c * (xi + k * xi * xi * xi)))
+
+
+@_jit
+def _gelu_bias_bwd(dact, h, dh, dbias):
+    """dh = dact * gelu'(h); dbias = the column sums of dh. (dh must not be dact: an output
+    that is also an input defeats vectorization, which costs several times more than a buffer.)"""
+    M, F = h.shape
+    c = h.dtype.type(_GELU_C)
+    k = h.dtype.type(_GELU_K)
+    k3 = h.dtype.type(3.0 * _GELU_K)
+    half = h.dtype.type(0.5)
+    one = h.dtype.type(1.0)
+    for f in range(F):
+        dbias[f] = h.dtype.type(0.0)
+    for i in range(M):
+        for f in range(F):
+            xi = h[i, f]
+            t = _tanh(c * (xi + k * xi * xi * xi))
+            du = c * (one + k3 * xi * xi)
+            g = dact[i, f] * (half * (one + t) + half * xi * (one - t * t) * du)
+            dh[i, f] = g
+            dbias[f] += g
+
+
+@_jit
+def _attn_fwd(qs, qc, kvs, kc, vc, bias, H, T, z, pattern):
+    """Causal attention of the last Tq positions of each example over its T positions.
+
+    qs (Bp*Tq, .): query projections at columns qc..qc+D; kvs (Bp*T, .): key projections at
+    columns kc.., value projections at vc.. (qs may be kvs, for a fused (N, 3D) projection).
+    bias (3D,) = [q | k | v] bias, added here in place, so qs and kvs hold q, k, v afterwards.
+    Writes z (Bp*Tq, D) with the heads side by side (ready for the output projection) and
+    pattern (Bp, H, Tq, T). Masked keys enter the sums with weight exactly 0, as in the oracle.
+    """
+    # Inner loops run over 1-D slices of one head's columns, so they vectorize.
+    Bp = pattern.shape[0]
+    Tq = pattern.shape[2]
+    D = z.shape[1]
+    Dh = D // H
+    off = T - Tq
+    zero = z.dtype.type(0.0)
+    one = z.dtype.type(1.0)
+    ninf = z.dtype.type(-np.inf)
+    scale = one / np.sqrt(z.dtype.type(Dh))
+    bq, bk, bv = bias[:D], bias[D:2 * D], bias[2 * D:3 * D]
+    for b in range(Bp):
+        for i in range(Tq):
+            q = qs[b * Tq + i, qc:qc + D]
+            for d in range(D):
+                q[d] += bq[d]
+        for j in range(T):
+            k = kvs[b * T + j, kc:kc + D]
+            v = kvs[b * T + j, vc:vc + D]
+            for d in range(D):
+                k[d] += bk[d]
+                v[d] += bv[d]
+        for hh in range(H):
+            c0 = hh * Dh
+            for i in range(Tq):
+                q = qs[b * Tq + i, qc + c0:qc + c0 + Dh]
+                last = off + i
+                m = ninf
+                for j in range(last + 1):
+                    k = kvs[b * T + j, kc + c0:kc + c0 + Dh]
+                    s = zero
+                    for d in range(Dh):
+                        s += q[d] * k[d]
+                    s *= scale
+                    pattern[b, hh, i, j] = s
+                    if s > m:
+                        m = s
+                tot = zero
+                for j in range(last + 1):
+                    e = _exp(pattern[b, hh, i, j] - m)
+                    pattern[b, hh, i, j] = e
+                    tot += e
+                inv = one / tot
+                for j in range(last + 1):
+                    pattern[b, hh, i, j] *= inv
+                for j in range(last + 1, T):
+                    pattern[b, hh, i, j] = zero * inv  # 0, or NaN in a NaN row as in the oracle
+                zz = z[b * Tq + i, c0:c0 + Dh]
+                for d in range(Dh):
+                    zz[d] = zero
+                for j in range(T):
+                    p = pattern[b, hh, i, j]
+                    v = kvs[b * T + j, vc + c0:vc + c0 + Dh]
+                    for d in range(Dh):
+                        zz[d] += p * v[d]
+
+
+@_jit
+def _attn_bwd(dz, qs, qc, kvs, kc, vc, pattern, H, T, dq, dqc, dkv, dkc, dvc, dbias):
+    """The backward pass of _attn_fwd (whose q, k, v, with bias, are in qs and kvs).
+
+    dz (Bp*Tq, D) -> dq written at columns dqc.. of dq (Bp*Tq, .), dk and dv at columns dkc..
+    and dvc.. of dkv (Bp*T, .) (dq may be dkv, for a fused (N, 3D) gradient); dbias (3D,) =
+    the column sums of [dq | dk | dv].
+    """
+    Bp = pattern.shape[0]
+    Tq = pattern.shape[2]
+    D = dz.shape[1]
+    Dh = D // H
+    zero = dz.dtype.type(0.0)
+    scale = dz.dtype.type(1.0) / np.sqrt(dz.dtype.type(Dh))
+    ds = np.empty(T, dtype=dz.dtype)
+    for d in range(3 * D):
+        dbias[d] = zero
+    dbq, dbk, dbv = dbias[:D], dbias[D:2 * D], dbias[2 * D:3 * D]
+    for b in range(Bp):
+        for j in range(T):
+            dk = dkv[b * T + j, dkc:dkc + D]
+            dv = dkv[b * T + j, dvc:dvc + D]
+            for d in range(D):
+                dk[d] = zero
+                dv[d] = zero
+        for hh in range(H):
+            c0 = hh * Dh
+            for i in range(Tq):
+                g = dz[b * Tq + i, c0:c0 + Dh]
+                q = qs[b * Tq + i, qc + c0:qc + c0 + Dh]
+                gq = dq[b * Tq + i, dqc + c0:dqc + c0 + Dh]
+                rowdot = zero
+                for j in range(T):
+                    v = kvs[b * T + j, vc + c0:vc + c0 + Dh]
+                    s = zero
+                    for d in range(Dh):
+                        s += g[d] * v[d]
+                    ds[j] = s
+                    rowdot += s * pattern[b, hh, i, j]
+                for j in range(T):
+                    ds[j] = pattern[b, hh, i, j] * (ds[j] - rowdot) * scale
+                for d in range(Dh):
+                    gq[d] = zero
+                for j in range(T):
+                    s = ds[j]
+                    p = pattern[b, hh, i, j]
+                    k = kvs[b * T + j, kc + c0:kc + c0 + Dh]
+                    gk = dkv[b * T + j, dkc + c0:dkc + c0 + Dh]
+                    gv = dkv[b * T + j, dvc + c0:dvc + c0 + Dh]
+                    for d in range(Dh):
+                        gq[d] += s * k[d]
+                    for d in range(Dh):
+                        gk[d] += s * q[d]
+                    for d in range(Dh):
+                        gv[d] += p * g[d]
+        for i in range(Tq):
+            gq = dq[b * Tq + i, dqc:dqc + D]
+            for d in range(D):
+                dbq[d] += gq[d]
+        for j in range(T):
+            gk = dkv[b * T + j, dkc:dkc + D]
+            gv = dkv[b * T + j, dvc:dvc + D]
+            for d in range(D):
+                dbk[d] += gk[d]
+                dbv[d] += gv[d]
+
+
+@_jit
+def _ce_fwd_bwd(logits, targets, scale, dlogits):
+    """Softmax cross-entropy and its gradient in one pass over logits (M, C).
+
+    Returns the sum over rows of -log softmax(logits)[target] (accumulated in float64) and writes
+    dlogits = (softmax(logits) - onehot(targets)) * scale (scale = dloss / batch size).
+    """
+    M, C = logits.shape
+    zero = logits.dtype.type(0.0)
+    one = logits.dtype.type(1.0)
+    ninf = logits.dtype.type(-np.inf)
+    total = 0.0
+    for i in range(M):
+        m = ninf
+        for c in range(C):
+            if logits[i, c] > m:
+                m = logits[i, c]
+        tot = zero
+        for c in range(C):
+            e = _exp(logits[i, c] - m)
+            dlogits[i, c] = e
+            tot += e
+        tg = targets[i]
+        total -= logits[i, tg] - m - np.log(tot)
+        inv = scale / tot
+        for c in range(C):
+            dlogits[i, c] *= inv
+        dlogits[i, tg] -= scale
+    return total
+
+
+@_jit
+def _embed_bwd(tokens, dx, dwte, dwpe):
+    """Adds dx (B*T, D) into dwte rows tokens[b, t] and dwpe rows t (serial: rows collide)."""
+    B, T = tokens.shape
+    D = dx.shape[1]
+    for bi in range(B):
+        for t in range(T):
+            r = bi * T + t
+            tok = tokens[bi, t]
+            for d in range(D):
+                dwte[tok, d] += dx[r, d]
+                dwpe[t, d] += dx[r, d]
+
+
+@_jit
+def _add_into(dst, src):
+    """dst += src over 1-D arrays (the sum of gradient pieces, one slice per thread)."""
+    for i in range(dst.size):
+        dst[i] += src[i]
+
+
+@_jit
 def _adamw(p, g, m, v, lr, b1, c1, b2, c2, eps, lr_wd, bc1, bc2, decay, trainable):
-    for i in prange(p.size):
+    for i in range(p.size):
         if trainable[i] != 0:
             pi = p[i]
             if decay[i] != 0:
@@ -729,6 +1076,110 @@ def _adamw(p, g, m, v, lr, b1, c1, b2, c2, eps, lr_wd, bc1, bc2, decay, trainabl
             p[i] = pi - lr * (mi / bc1) / (np.sqrt(vi / bc2) + eps)
 
 
+# ---- thread policy -------------------------------------------------------------------------------
+# The model's hot path (a training step, an evaluation batch, the optimizer step) splits its work
+# into pieces that run on a small pool of Python threads: the caller's thread plus
+# `threads() - 1` pool threads. Inside a piece every kernel is serial and BLAS runs
+# single-threaded, so the only synchronization is one blocking wait at the end of a step. Thread
+# pools that spin while waiting for work (OpenMP's and OpenBLAS's) are kept out of the hot path:
+# on a shared machine two such pools of 2 threads each can slow a step down by 10-40x, and even
+# on an idle one they pay a wake-up per matmul. The number of pieces depends only on the batch
+# size, never on the thread count, so results are bit-identical for any number of threads.
+# numba's own parallel layer (prange) serves only the op-by-op kernels above, used outside the
+# hot path (hooks, direct calls).
+
+_pool = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+_blas = None
+_blas_saved: list = []
+_blas_depth = 0
+_blas_lock = threading.Lock()
+
+
+def threads() -> int:
+    """The thread budget of the hot path: numba's thread count for the calling thread (set by
+    NUMBA_NUM_THREADS or numba.set_num_threads, as the sweep executor does)."""
+    import numba
+
+    return max(1, int(numba.get_num_threads()))
+
+
+def run_tasks(tasks, n_threads: int | None = None) -> list:
+    """Run zero-argument callables, task k on thread k % n; returns their results in order.
+
+    The caller's thread runs its share itself; an exception in any task is raised here after
+    all tasks have finished. BLAS is limited to one thread while the tasks run.
+    """
+    global _pool, _pool_size
+    n = min(len(tasks), n_threads if n_threads is not None else threads())
+    if n <= 1:
+        with single_threaded_blas():
+            return [t() for t in tasks]
+    with _pool_lock:
+        if _pool is None or _pool_size < n - 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # The old pool is left to finish whatever it runs; its idle threads exit with it.
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="fourier_toy")
+            _pool_size = n - 1
+        pool = _pool
+
+    def share(j):
+        return [tasks[k]() for k in range(j, len(tasks), n)]
+
+    with single_threaded_blas():
+        futures = [pool.submit(share, j) for j in range(1, n)]
+        try:
+            mine = share(0)
+        finally:
+            done = [f.exception() for f in futures]  # waits for every thread
+        errors = [e for e in done if e is not None]
+        if errors:
+            raise errors[0]
+    shares = [mine] + [f.result() for f in futures]
+    return [shares[k % n][k // n] for k in range(len(tasks))]
+
+
+class single_threaded_blas:
+    """Context manager: the BLAS libraries loaded at its first use (numpy's, which the fused
+    path's matmuls run on) limited to one thread, restored when the last of any concurrently
+    open contexts exits.
+
+    Uses threadpoolctl when it is installed; without it BLAS keeps its threads (correct, slower
+    on a busy machine)."""
+
+    def __enter__(self):
+        global _blas, _blas_saved, _blas_depth
+        with _blas_lock:
+            if _blas is None:
+                try:
+                    from threadpoolctl import ThreadpoolController
+
+                    _blas = ThreadpoolController().select(user_api="blas").lib_controllers
+                except Exception:  # threadpoolctl absent or unusable
+                    _blas = []
+            if _blas_depth == 0:
+                _blas_saved = [(lib, lib.num_threads) for lib in _blas]
+                for lib, n in _blas_saved:
+                    if n != 1:
+                        lib.set_num_threads(1)
+            _blas_depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _blas_depth
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0:
+                for lib, n in _blas_saved:
+                    if n != 1:
+                        lib.set_num_threads(n)
+        return False
+
+
 def adamw_update(params, grads, m, v, lr, b1, b2, eps, wd, decay_mask_f32, trainable_mask_f32, t):
     """One AdamW step (PyTorch semantics) on flat buffers, in place on params, m and v.
 
@@ -736,6 +1187,8 @@ def adamw_update(params, grads, m, v, lr, b1, b2, eps, wd, decay_mask_f32, train
     0/1 masks have that shape. Where trainable_mask is 0 nothing changes. Where decay_mask is 1,
     p -= lr * wd * p first; then m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2 and
     p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). t counts steps from 1.
+    Runs as contiguous slices on the hot path's threads (elementwise, so the result does not
+    depend on the slicing).
     """
     fn = "adamw_update"
     for name, a in (("params", params), ("m", m), ("v", v)):
@@ -761,15 +1214,30 @@ def adamw_update(params, grads, m, v, lr, b1, b2, eps, wd, decay_mask_f32, train
     if t < 1:
         raise ConfigError(f"{fn}: t must be an integer step count >= 1, got {t}")
     T = dt.type
-    _adamw(params.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
-           T(lr), T(b1), T(1.0 - b1), T(b2), T(1.0 - b2), T(eps), T(lr * wd),
-           T(1.0 - b1**t), T(1.0 - b2**t), masks[0], masks[1])
+    args = (T(lr), T(b1), T(1.0 - b1), T(b2), T(1.0 - b2), T(eps), T(lr * wd),
+            T(1.0 - b1**t), T(1.0 - b2**t))
+    flat = [a.reshape(-1) for a in (params, g, m, v)] + masks
+    n = flat[0].size
+    k = min(threads(), max(1, n // _MIN_SLICE))
+    bounds = [n * j // k for j in range(k + 1)]
+
+    def task(lo, hi):
+        return lambda: _adamw(*(a[lo:hi] for a in flat[:4]), *args, flat[4][lo:hi], flat[5][lo:hi])
+
+    run_tasks([task(bounds[j], bounds[j + 1]) for j in range(k)], k)
+
+
+_MIN_SLICE = 1 << 16  # elementwise work below this many entries stays on one thread
 
 
 # ---- warm-up -----------------------------------------------------------------------------------
 
 def warmup():
-    """Compile (or load from the cache) every kernel for float32 and float64 on tiny inputs."""
+    """Compile (or load from the cache) every kernel for float32 and float64 on tiny inputs,
+    the fused ones through a tiny model's training step and forward pass."""
+    from fourier_toy.config import ModelConfig
+    from fourier_toy.model import GPT
+
     rng = np.random.default_rng(0)
     tokens = np.array([[0, 1, 2], [2, 1, 0]])
     for dt in _FLOATS:
@@ -791,3 +1259,8 @@ def warmup():
         p = r(6)
         adamw_update(p, r(6), np.zeros_like(p), np.zeros_like(p), 1e-3, 0.9, 0.98, 1e-8, 0.01,
                      np.ones(6, np.float32), np.ones(6, np.float32), 1)
+        model = GPT(ModelConfig(d_model=4, n_layers=2, n_heads=2, n_ctx=4, backend="numba"), 3,
+                    rng=np.random.default_rng(0), dtype=dt)
+        tokens4 = np.array([[0, 3, 1, 4], [2, 3, 2, 4]])
+        model.loss_and_grad(tokens4, np.array([1, 2]))
+        model.forward(tokens4)

@@ -1,0 +1,120 @@
+"""Smoke test of the throughput benchmark at tiny sizes: JSON lines, fields, FLOP count (no timings)."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+import fourier_toy
+from fourier_toy import bench
+from fourier_toy.errors import ConfigError
+
+TINY = {"T": (8, 2, 2, 16)}  # d_model, n_layers, n_heads, batch
+FIELDS = {"bench", "config", "backend", "d_model", "n_layers", "n_heads", "batch", "threads",
+          "train_examples_per_s", "train_step_ms", "eval_examples_per_s", "train_gflops", "eval_gflops",
+          "peak_gflops", "frac_peak", "blas", "machine", "gflop_per_example_train"}
+
+
+def _run(**kw):
+    lines = []
+    records = bench.run(configs=["T"], sizes=TINY, steps=2, rounds=2, warmup=1, threads=1, eval_batch=8,
+                        emit=lines.append, peak_size=64, **kw)
+    parsed = [json.loads(line) for line in lines]
+    assert parsed == records
+    return parsed
+
+
+def test_one_json_line_per_backend_with_every_field():
+    records = _run(backends=["numba", "numpy"])
+    assert [r["backend"] for r in records] == ["numba", "numpy"]
+    for r in records:
+        assert FIELDS <= set(r), FIELDS - set(r)
+        assert r["bench"] == "bench-v1" and r["config"] == "T" and r["threads"] == 1
+        assert r["train_examples_per_s"] > 0 and r["eval_examples_per_s"] > 0
+        assert len(r["train_examples_per_s_rounds"]) == 2
+        # The derived figures follow from the measured ones.
+        assert r["train_step_ms"] == pytest.approx(1e3 * r["batch"] / r["train_examples_per_s"], rel=1e-3)
+        assert r["train_gflops"] == pytest.approx(r["train_examples_per_s"] * r["gflop_per_example_train"], rel=1e-2)
+        assert r["frac_peak"] == pytest.approx(r["train_gflops"] / r["peak_gflops"], rel=2e-2)
+
+
+def test_vs_torch_adds_torch_and_ratio_lines():
+    pytest.importorskip("torch")
+    records = _run(backends=["numba"], vs_torch=True)
+    assert [r.get("backend", r.get("ratio")) for r in records] == ["numba", "torch", "ours/torch"]
+    torch_rec, ratio = records[1], records[2]
+    assert torch_rec["torch_threads"] == 1
+    assert ratio["numba"]["train"] == pytest.approx(
+        records[0]["train_examples_per_s"] / torch_rec["train_examples_per_s"], rel=1e-2)
+
+
+def test_vs_torch_without_torch_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    monkeypatch.delitem(sys.modules, "fourier_toy.torch_model", raising=False)
+    monkeypatch.delattr(fourier_toy, "torch_model", raising=False)
+    with pytest.raises(ConfigError, match="PyTorch is not installed"):
+        bench.run(configs=["T"], sizes=TINY, vs_torch=True, emit=lambda line: None)
+
+
+def test_bad_arguments_name_the_option():
+    with pytest.raises(ConfigError, match="--configs"):
+        bench.run(configs=["XL"], emit=lambda line: None)
+    with pytest.raises(ConfigError, match="--backends"):
+        bench.run(configs=["S"], backends=["jax"], emit=lambda line: None)
+    with pytest.raises(ConfigError, match="--steps"):
+        bench.run(configs=["S"], steps=0, emit=lambda line: None)
+    assert bench.main(["--configs", "XL"]) == 2
+
+
+def _matmuls(d, n_layers, T, p):
+    """(m, n, k) of every product one example's last-position forward needs, written out."""
+    shapes = []
+    for l in range(n_layers):
+        Tq = 1 if l == n_layers - 1 else T  # the last block: queries and the rest at the last position
+        shapes += [(T, 2 * d, d), (Tq, d, d)]  # keys and values; queries
+        shapes += [(Tq, T, d), (Tq, d, T)]     # scores q k^T and pattern @ v (all heads together)
+        shapes += [(Tq, d, d), (Tq, 4 * d, d), (Tq, d, 4 * d)]  # attention output, MLP in and out
+    return shapes + [(1, p, d)]  # unembedding
+
+
+@pytest.mark.parametrize("d,n_layers", [(64, 2), (128, 2), (256, 4), (8, 1)])
+def test_flop_count_matches_the_products_written_out(d, n_layers):
+    want = sum(2 * m * n * k for m, n, k in _matmuls(d, n_layers, 4, bench.P))
+    assert bench.forward_flops(d, n_layers) == want
+
+
+def test_flop_count_matches_pytorch_flop_counter():
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fourier_toy.config import ModelConfig
+    from fourier_toy.model import GPT
+    from fourier_toy.torch_model import TorchGPT
+
+    gpt = GPT(ModelConfig(d_model=16, n_layers=3, n_heads=2, backend="numpy"), bench.P, rng=np.random.default_rng(0))
+    tm = TorchGPT(gpt, last_only=True)
+    tokens = torch.zeros((5, 4), dtype=torch.int64)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        tm(tokens)
+    # Its counter sees the projections and the unembedding, not the CPU attention kernel.
+    attention = sum(2 * m * n * k for m, n, k in _matmuls(16, 3, 4, bench.P) if 4 in (n, k))
+    assert counter.get_total_flops() == 5 * (bench.forward_flops(16, 3) - attention)
+
+
+def test_torch_model_computes_the_same_function():
+    torch = pytest.importorskip("torch")
+    from fourier_toy.config import ModelConfig
+    from fourier_toy.model import GPT
+    from fourier_toy.torch_model import TorchGPT
+
+    for tied in (False, True):
+        gpt = GPT(ModelConfig(d_model=12, n_layers=2, n_heads=3, tied=tied, backend="numpy"), 9,
+                  rng=np.random.default_rng(1), dtype=np.float64)
+        gpt.params[:] = np.random.default_rng(2).normal(0, 0.3, gpt.params.shape)
+        tokens = np.random.default_rng(3).integers(0, gpt.vocab_size, (6, 4))
+        for last_only in (False, True):
+            tm = TorchGPT(gpt, last_only=last_only)
+            got = tm(torch.from_numpy(tokens)).detach().numpy()
+            np.testing.assert_allclose(got, gpt.forward(tokens), rtol=1e-5, atol=1e-5)
+        assert set(tm.named_tensors()) == set(gpt.w)
