@@ -217,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("dir")
     sr.set_defaults(func=cmd_sweep_report)
 
+    from . import bench
+
+    b = sub.add_parser("bench", help="training/evaluation throughput, bench-v1 (S, M, L)")
+    bench.add_arguments(b)
+    b.set_defaults(func=bench.cmd_bench)
+
     pt = sub.add_parser("pretrain-toy", help="pre-train (or fetch from the cache) the built-in 'toy' source")
     pt.add_argument("--numbers", type=int, default=121, help="how many numbers the rows must cover")
     pt.add_argument("--seed", type=int, default=0)

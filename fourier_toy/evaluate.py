@@ -42,7 +42,7 @@ def score(logits: np.ndarray, targets: np.ndarray) -> dict:
     dist = np.abs(logits.argmax(axis=1) - targets)
     return {
         "n": int(len(targets)),
-        "loss": float(loss),
+        "loss": float(loss) if np.isfinite(loss) else None,  # a diverged model: strict JSON has no NaN
         "acc": float(np.mean(dist == 0)),
         "acc_pm2": float(np.mean(dist <= 2)),
         "acc_pm10": float(np.mean(dist <= 10)),

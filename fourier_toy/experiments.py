@@ -133,20 +133,27 @@ def diagnose_run(run_dir) -> dict:
 def train_and_diagnose(config: dict, run_dir: str, threads=None) -> dict:
     """The sweep runner of `reproduce`: sweep.run_point, then the diagnostics of the finished run,
     whose headline numbers are added to its summary.json (so sweep-report shows them too)."""
-    from .runs import atomic_write_json
     from .sweep import run_point
-    from .train import SUMMARY
 
     record = run_point(config, run_dir, threads)
     if record.get("status") != "ok":
         return record
-    path = Path(run_dir) / SUMMARY
     try:
-        summary = json.loads(path.read_text())
-        if "diagnostics" not in summary or not (Path(run_dir) / DIAGNOSTICS).is_file():
-            summary["diagnostics"] = headline(diagnose_run(run_dir))
-            atomic_write_json(path, summary)
-        record["diagnostics"] = summary["diagnostics"]
+        record["diagnostics"] = ensure_diagnosed(run_dir)
     except Exception as e:  # noqa: BLE001 - a failed diagnosis is reported, the sweep goes on
         record.update(status="failed", error=f"diagnostics: {type(e).__name__}: {e}")
     return record
+
+
+def ensure_diagnosed(run_dir) -> dict:
+    """The run's headline diagnostics, computing and storing them if they are missing (a run that
+    finished but was interrupted before or during its diagnosis)."""
+    from .runs import atomic_write_json
+    from .train import SUMMARY
+
+    path = Path(run_dir) / SUMMARY
+    summary = json.loads(path.read_text())
+    if "diagnostics" not in summary or not (Path(run_dir) / DIAGNOSTICS).is_file():
+        summary["diagnostics"] = headline(diagnose_run(run_dir))
+        atomic_write_json(path, summary)
+    return summary["diagnostics"]

@@ -37,6 +37,9 @@ def reproduce(preset: str = "quick", seeds: int = 3, out=None, source: str = "to
     result = sweep.run_sweep(grid, out, workers=workers, runner=experiments.train_and_diagnose,
                              on_result=on_result)
     bar.close()
+    for p, rec in zip(points, result.records):
+        if rec.get("reused") and rec.get("status") == "ok":
+            experiments.ensure_diagnosed(out / sweep.RUNS / p.run_id)
     for rec in result.failed:
         print(f"failed: {rec['values']}: {rec.get('error')}", file=sys.stderr)
     return report.write(out, extra={"sweep": {"seconds": result.seconds, "n_ran": result.n_ran,
