@@ -723,26 +723,25 @@ def cross_entropy_backward(dloss, cache):
 
 
 # ---- fused row kernels (the model's training and evaluation path) -------------------------------
-# Serial kernels called by model.py with preallocated outputs: a batch is split into pieces that
-# run on separate threads (see the thread policy below), so these kernels never start threads of
-# their own. Each one fuses the passes that sit between two matmuls. Activations of a piece of
-# B examples are (rows, width) arrays with rows in position-major order: row t*B + b is position
-# t of example b, so the last position of every example is the block of the last B rows (the
-# last block of the model computes only those). Attention works on the transposed projections,
-# (features, rows), where each feature of a position is a contiguous run over the B examples: its
-# loops run across examples, in vector registers, with no sums across lanes.
+# Serial kernels over rows of 2-D (rows, width) arrays, called by model.py with preallocated
+# outputs: a batch is split into pieces that run on separate threads (see the thread policy
+# below), so these kernels never start threads of their own. Each one fuses the passes that sit
+# between two matmuls. Rows of a piece are example-major: row b*T + t is position t of example b.
+# "step" arguments map a short array onto the last positions: with step T, row i of the short
+# array belongs to row i*T + T - 1 of the long one (the last layer computes only those rows);
+# with step 1 the two arrays are row-aligned.
 
 @_jit
 def _embed_ln_fwd(tokens, wte, wpe, lnw, lnb, eps, x, a, mean, rstd):
-    """x[t*B + b] = wte[tokens[b, t]] + wpe[t]; a = LayerNorm(x) with (lnw, lnb); per-row
+    """x[b*T + t] = wte[tokens[b, t]] + wpe[t]; a = LayerNorm(x) with (lnw, lnb); per-row
     mean and rstd kept for the backward pass."""
     B, T = tokens.shape
     D = wte.shape[1]
     zero = x.dtype.type(0.0)
     inv_d = x.dtype.type(1.0) / x.dtype.type(D)
-    for t in range(T):
-        for bi in range(B):
-            r = t * B + bi
+    for bi in range(B):
+        for t in range(T):
+            r = bi * T + t
             tok = tokens[bi, t]
             s = zero
             for d in range(D):
@@ -762,16 +761,17 @@ def _embed_ln_fwd(tokens, wte, wpe, lnw, lnb, eps, x, a, mean, rstd):
 
 
 @_jit
-def _res_ln_fwd(base, y, bias, lnw, lnb, eps, out, a, mean, rstd):
-    """out = base + y + bias (a residual add after a projection; base has y's shape);
+def _res_ln_fwd(base, step, y, bias, lnw, lnb, eps, out, a, mean, rstd):
+    """out[i] = base[i*step + step - 1] + y[i] + bias (a residual add after a projection);
     a = LayerNorm(out) with (lnw, lnb); per-row mean and rstd kept for the backward pass."""
     M, D = y.shape
     zero = y.dtype.type(0.0)
     inv_d = y.dtype.type(1.0) / y.dtype.type(D)
     for i in range(M):
+        br = i * step + step - 1
         s = zero
         for d in range(D):
-            v = base[i, d] + y[i, d] + bias[d]
+            v = base[br, d] + y[i, d] + bias[d]
             out[i, d] = v
             s += v
         mu = s * inv_d
@@ -787,32 +787,39 @@ def _res_ln_fwd(base, y, bias, lnw, lnb, eps, out, a, mean, rstd):
 
 
 @_jit
-def _ln_res_bwd(dy, dy2, x, mean, rstd, w, dres, dx, dw, db, dsum):
+def _ln_res_bwd(dy, dy2, step2, x, mean, rstd, w, dres, step3, dx, dw, db, dsum):
     """The backward pass of out = LayerNorm(x) with a residual branch, for M rows of width D.
 
-    The gradient arriving at the LayerNorm output is dy, plus dy2 on the last len(dy2) rows.
-    dx = LayerNorm'(x)^T (that gradient), plus the residual gradient dres on the last len(dres)
-    rows (either may have 0 rows, or all M). Writes dw, db (the LayerNorm's gain and bias
-    gradients) and dsum = the column sums of dx (the gradient of the bias added just before x).
+    The gradient arriving at the LayerNorm output is dy[i], plus dy2[i // step2] on rows
+    i = k*step2 + step2 - 1 (dy2 may have 0 rows). dx[i] = LayerNorm'(x[i])^T g + the residual
+    gradient dres[i // step3] on rows i = k*step3 + step3 - 1 (dres may have 0 rows).
+    Writes dw, db (the LayerNorm's gain and bias gradients) and dsum = the column sums of dx
+    (the gradient of the bias added just before x).
     """
     M, D = dy.shape
     zero = dy.dtype.type(0.0)
     inv_d = dy.dtype.type(1.0) / dy.dtype.type(D)
-    off2 = M - dy2.shape[0]
-    off3 = M - dres.shape[0]
+    n2 = dy2.shape[0]
+    n3 = dres.shape[0]
     for d in range(D):
         dw[d] = zero
         db[d] = zero
         dsum[d] = zero
     for i in range(M):
+        k2 = -1
+        if n2 > 0 and (i + 1) % step2 == 0:
+            k2 = (i + 1) // step2 - 1
+        k3 = -1
+        if n3 > 0 and (i + 1) % step3 == 0:
+            k3 = (i + 1) // step3 - 1
         mu = mean[i]
         rs = rstd[i]
         s1 = zero
         s2 = zero
         for d in range(D):
             g = dy[i, d]
-            if i >= off2:
-                g += dy2[i - off2, d]
+            if k2 >= 0:
+                g += dy2[k2, d]
             xh = (x[i, d] - mu) * rs
             dw[d] += g * xh
             db[d] += g
@@ -825,8 +832,8 @@ def _ln_res_bwd(dy, dy2, x, mean, rstd, w, dres, dx, dw, db, dsum):
         for d in range(D):
             xh = (x[i, d] - mu) * rs
             v = rs * (dx[i, d] - m1 - xh * m2)
-            if i >= off3:
-                v += dres[i - off3, d]
+            if k3 >= 0:
+                v += dres[k3, d]
             dx[i, d] = v
             dsum[d] += v
 
@@ -870,169 +877,137 @@ def _gelu_bias_bwd(dact, h, dh, dbias):
 
 
 @_jit
-def _attn_fwd(qs, qr, kvs, kr, vr, bias, H, T, z, pattern):
-    """Causal attention of the last Tq positions of B examples over their T positions, on
-    transposed projections: (features, rows) with rows position-major.
+def _attn_fwd(qs, qc, kvs, kc, vc, bias, H, T, z, pattern):
+    """Causal attention of the last Tq positions of each example over its T positions.
 
-    qs (., Tq*B): query features in rows qr..qr+D; kvs (., T*B): key features in rows kr..,
-    value features in rows vr.. (qs may be kvs, for a fused (3D, N) projection). bias (3D,) =
-    [q | k | v] bias, added here in place, so qs and kvs hold q, k, v afterwards. Query i sits
-    at position T - Tq + i. Writes z (D, Tq*B), heads stacked (ready for the output projection),
-    and pattern (H, Tq, T, B). Masked keys enter the sums with weight exactly 0, as in the oracle.
+    qs (Bp*Tq, .): query projections at columns qc..qc+D; kvs (Bp*T, .): key projections at
+    columns kc.., value projections at vc.. (qs may be kvs, for a fused (N, 3D) projection).
+    bias (3D,) = [q | k | v] bias, added here in place, so qs and kvs hold q, k, v afterwards.
+    Writes z (Bp*Tq, D) with the heads side by side (ready for the output projection) and
+    pattern (Bp, H, Tq, T). Masked keys enter the sums with weight exactly 0, as in the oracle.
     """
-    Tq = pattern.shape[1]
-    B = pattern.shape[3]
-    D = z.shape[0]
+    # Inner loops run over 1-D slices of one head's columns, so they vectorize.
+    Bp = pattern.shape[0]
+    Tq = pattern.shape[2]
+    D = z.shape[1]
     Dh = D // H
     off = T - Tq
     zero = z.dtype.type(0.0)
     one = z.dtype.type(1.0)
     ninf = z.dtype.type(-np.inf)
     scale = one / np.sqrt(z.dtype.type(Dh))
-    for c in range(D):
-        q = qs[qr + c, :Tq * B]
-        bq = bias[c]
-        for n in range(Tq * B):
-            q[n] += bq
-        k = kvs[kr + c, :T * B]
-        v = kvs[vr + c, :T * B]
-        bk = bias[D + c]
-        bv = bias[2 * D + c]
-        for n in range(T * B):
-            k[n] += bk
-            v[n] += bv
-    m = np.empty(B, dtype=z.dtype)
-    inv = np.empty(B, dtype=z.dtype)
-    for hh in range(H):
-        c0 = hh * Dh
+    bq, bk, bv = bias[:D], bias[D:2 * D], bias[2 * D:3 * D]
+    for b in range(Bp):
         for i in range(Tq):
-            last = off + i
-            for j in range(last + 1):
-                s = pattern[hh, i, j]
-                for b in range(B):
-                    s[b] = zero
+            q = qs[b * Tq + i, qc:qc + D]
+            for d in range(D):
+                q[d] += bq[d]
+        for j in range(T):
+            k = kvs[b * T + j, kc:kc + D]
+            v = kvs[b * T + j, vc:vc + D]
+            for d in range(D):
+                k[d] += bk[d]
+                v[d] += bv[d]
+        for hh in range(H):
+            c0 = hh * Dh
+            for i in range(Tq):
+                q = qs[b * Tq + i, qc + c0:qc + c0 + Dh]
+                last = off + i
+                m = ninf
+                for j in range(last + 1):
+                    k = kvs[b * T + j, kc + c0:kc + c0 + Dh]
+                    s = zero
+                    for d in range(Dh):
+                        s += q[d] * k[d]
+                    s *= scale
+                    pattern[b, hh, i, j] = s
+                    if s > m:
+                        m = s
+                tot = zero
+                for j in range(last + 1):
+                    e = _exp(pattern[b, hh, i, j] - m)
+                    pattern[b, hh, i, j] = e
+                    tot += e
+                inv = one / tot
+                for j in range(last + 1):
+                    pattern[b, hh, i, j] *= inv
+                for j in range(last + 1, T):
+                    pattern[b, hh, i, j] = zero * inv  # 0, or NaN in a NaN row as in the oracle
+                zz = z[b * Tq + i, c0:c0 + Dh]
                 for d in range(Dh):
-                    q = qs[qr + c0 + d, i * B:(i + 1) * B]
-                    k = kvs[kr + c0 + d, j * B:(j + 1) * B]
-                    for b in range(B):
-                        s[b] += q[b] * k[b]
-                for b in range(B):
-                    s[b] *= scale
-            for b in range(B):
-                m[b] = ninf
-                inv[b] = zero
-            for j in range(last + 1):
-                s = pattern[hh, i, j]
-                for b in range(B):
-                    if s[b] > m[b]:
-                        m[b] = s[b]
-            for j in range(last + 1):
-                s = pattern[hh, i, j]
-                for b in range(B):
-                    e = _exp(s[b] - m[b])
-                    s[b] = e
-                    inv[b] += e
-            for b in range(B):
-                inv[b] = one / inv[b]
-            for j in range(last + 1):
-                s = pattern[hh, i, j]
-                for b in range(B):
-                    s[b] *= inv[b]
-            for j in range(last + 1, T):
-                s = pattern[hh, i, j]
-                for b in range(B):
-                    s[b] = zero * inv[b]  # 0, or NaN in a NaN row as in the oracle
-            for d in range(Dh):
-                zz = z[c0 + d, i * B:(i + 1) * B]
-                for b in range(B):
-                    zz[b] = zero
+                    zz[d] = zero
                 for j in range(T):
-                    p = pattern[hh, i, j]
-                    v = kvs[vr + c0 + d, j * B:(j + 1) * B]
-                    for b in range(B):
-                        zz[b] += p[b] * v[b]
+                    p = pattern[b, hh, i, j]
+                    v = kvs[b * T + j, vc + c0:vc + c0 + Dh]
+                    for d in range(Dh):
+                        zz[d] += p * v[d]
 
 
 @_jit
-def _attn_bwd(dz, qs, qr, kvs, kr, vr, pattern, H, T, dq, dqr, dkv, dkr, dvr, dbias):
+def _attn_bwd(dz, qs, qc, kvs, kc, vc, pattern, H, T, dq, dqc, dkv, dkc, dvc, dbias):
     """The backward pass of _attn_fwd (whose q, k, v, with bias, are in qs and kvs).
 
-    dz (D, Tq*B) -> dq written in rows dqr..dqr+D of dq (., Tq*B), dk and dv in rows dkr.. and
-    dvr.. of dkv (., T*B) (dq may be dkv, for a fused (3D, N) gradient); dbias (3D,) = the row
-    sums of [dq | dk | dv].
+    dz (Bp*Tq, D) -> dq written at columns dqc.. of dq (Bp*Tq, .), dk and dv at columns dkc..
+    and dvc.. of dkv (Bp*T, .) (dq may be dkv, for a fused (N, 3D) gradient); dbias (3D,) =
+    the column sums of [dq | dk | dv].
     """
-    Tq = pattern.shape[1]
-    B = pattern.shape[3]
-    D = dz.shape[0]
+    Bp = pattern.shape[0]
+    Tq = pattern.shape[2]
+    D = dz.shape[1]
     Dh = D // H
     zero = dz.dtype.type(0.0)
     scale = dz.dtype.type(1.0) / np.sqrt(dz.dtype.type(Dh))
-    ds = np.empty((T, B), dtype=dz.dtype)
-    rowdot = np.empty(B, dtype=dz.dtype)
-    for c in range(D):
-        gk = dkv[dkr + c, :T * B]
-        gv = dkv[dvr + c, :T * B]
-        for n in range(T * B):
-            gk[n] = zero
-            gv[n] = zero
-    for hh in range(H):
-        c0 = hh * Dh
+    ds = np.empty(T, dtype=dz.dtype)
+    for d in range(3 * D):
+        dbias[d] = zero
+    dbq, dbk, dbv = dbias[:D], dbias[D:2 * D], dbias[2 * D:3 * D]
+    for b in range(Bp):
+        for j in range(T):
+            dk = dkv[b * T + j, dkc:dkc + D]
+            dv = dkv[b * T + j, dvc:dvc + D]
+            for d in range(D):
+                dk[d] = zero
+                dv[d] = zero
+        for hh in range(H):
+            c0 = hh * Dh
+            for i in range(Tq):
+                g = dz[b * Tq + i, c0:c0 + Dh]
+                q = qs[b * Tq + i, qc + c0:qc + c0 + Dh]
+                gq = dq[b * Tq + i, dqc + c0:dqc + c0 + Dh]
+                rowdot = zero
+                for j in range(T):
+                    v = kvs[b * T + j, vc + c0:vc + c0 + Dh]
+                    s = zero
+                    for d in range(Dh):
+                        s += g[d] * v[d]
+                    ds[j] = s
+                    rowdot += s * pattern[b, hh, i, j]
+                for j in range(T):
+                    ds[j] = pattern[b, hh, i, j] * (ds[j] - rowdot) * scale
+                for d in range(Dh):
+                    gq[d] = zero
+                for j in range(T):
+                    s = ds[j]
+                    p = pattern[b, hh, i, j]
+                    k = kvs[b * T + j, kc + c0:kc + c0 + Dh]
+                    gk = dkv[b * T + j, dkc + c0:dkc + c0 + Dh]
+                    gv = dkv[b * T + j, dvc + c0:dvc + c0 + Dh]
+                    for d in range(Dh):
+                        gq[d] += s * k[d]
+                    for d in range(Dh):
+                        gk[d] += s * q[d]
+                    for d in range(Dh):
+                        gv[d] += p * g[d]
         for i in range(Tq):
-            for j in range(T):
-                for b in range(B):
-                    ds[j, b] = zero
-            for d in range(Dh):
-                g = dz[c0 + d, i * B:(i + 1) * B]
-                for j in range(T):
-                    v = kvs[vr + c0 + d, j * B:(j + 1) * B]
-                    dsj = ds[j]
-                    for b in range(B):
-                        dsj[b] += g[b] * v[b]
-            for b in range(B):
-                rowdot[b] = zero
-            for j in range(T):
-                p = pattern[hh, i, j]
-                dsj = ds[j]
-                for b in range(B):
-                    rowdot[b] += dsj[b] * p[b]
-            for j in range(T):
-                p = pattern[hh, i, j]
-                dsj = ds[j]
-                for b in range(B):
-                    dsj[b] = p[b] * (dsj[b] - rowdot[b]) * scale
-            for d in range(Dh):
-                gq = dq[dqr + c0 + d, i * B:(i + 1) * B]
-                q = qs[qr + c0 + d, i * B:(i + 1) * B]
-                g = dz[c0 + d, i * B:(i + 1) * B]
-                for b in range(B):
-                    gq[b] = zero
-                for j in range(T):
-                    dsj = ds[j]
-                    p = pattern[hh, i, j]
-                    k = kvs[kr + c0 + d, j * B:(j + 1) * B]
-                    gk = dkv[dkr + c0 + d, j * B:(j + 1) * B]
-                    gv = dkv[dvr + c0 + d, j * B:(j + 1) * B]
-                    for b in range(B):
-                        gq[b] += dsj[b] * k[b]
-                    for b in range(B):
-                        gk[b] += dsj[b] * q[b]
-                    for b in range(B):
-                        gv[b] += p[b] * g[b]
-    for c in range(D):
-        sq = zero
-        gq = dq[dqr + c, :Tq * B]
-        for n in range(Tq * B):
-            sq += gq[n]
-        sk = zero
-        sv = zero
-        gk = dkv[dkr + c, :T * B]
-        gv = dkv[dvr + c, :T * B]
-        for n in range(T * B):
-            sk += gk[n]
-            sv += gv[n]
-        dbias[c] = sq
-        dbias[D + c] = sk
-        dbias[2 * D + c] = sv
+            gq = dq[b * Tq + i, dqc:dqc + D]
+            for d in range(D):
+                dbq[d] += gq[d]
+        for j in range(T):
+            gk = dkv[b * T + j, dkc:dkc + D]
+            gv = dkv[b * T + j, dvc:dvc + D]
+            for d in range(D):
+                dbk[d] += gk[d]
+                dbv[d] += gv[d]
 
 
 @_jit
@@ -1068,13 +1043,12 @@ def _ce_fwd_bwd(logits, targets, scale, dlogits):
 
 @_jit
 def _embed_bwd(tokens, dx, dwte, dwpe):
-    """Adds dx (T*B, D), rows position-major, into dwte rows tokens[b, t] and dwpe rows t
-    (serial: rows collide)."""
+    """Adds dx (B*T, D) into dwte rows tokens[b, t] and dwpe rows t (serial: rows collide)."""
     B, T = tokens.shape
     D = dx.shape[1]
-    for t in range(T):
-        for bi in range(B):
-            r = t * B + bi
+    for bi in range(B):
+        for t in range(T):
+            r = bi * T + t
             tok = tokens[bi, t]
             for d in range(D):
                 dwte[tok, d] += dx[r, d]
@@ -1261,15 +1235,16 @@ _MIN_SLICE = 1 << 16  # elementwise work below this many entries stays on one th
 
 # ---- warm-up -----------------------------------------------------------------------------------
 
-def warmup():
-    """Compile (or load from the cache) every kernel for float32 and float64 on tiny inputs,
-    the fused ones through a tiny model's training step and forward pass."""
+def warmup(dtypes=_FLOATS):
+    """Compile (or load from the cache) every kernel for the given dtypes (default float32 and
+    float64) on tiny inputs, the fused ones through a tiny model's training step and forward
+    pass. Training needs float32 only; float64 serves the gradient checks."""
     from fourier_toy.config import ModelConfig
     from fourier_toy.model import GPT
 
     rng = np.random.default_rng(0)
     tokens = np.array([[0, 1, 2], [2, 1, 0]])
-    for dt in _FLOATS:
+    for dt in map(np.dtype, dtypes):
         def r(*shape):
             return rng.standard_normal(shape).astype(dt)
 

@@ -350,16 +350,14 @@ def _per_layer(views: dict, n_layers: int) -> list[tuple]:
 class _FusedPath:
     """Last-position logits, loss and gradients of a GPT with the fused kernels of kernels.py.
 
-    Per piece of B examples (N = B*T rows, position-major: row t*B + b), block l < L-1 runs
-        qkv^T = W_attn^T a^T                 a = LN1(x), fused with the previous residual add
-        z^T = attention(qkv^T + b_attn)      heads read in place, across examples in the lanes
+    Per piece of B examples (N = B*T rows, example-major), block l < L-1 runs
+        qkv = a @ W_attn                     a = LN1(x), fused with the previous residual add
+        z = attention(qkv + b_attn)          heads read in place, z (N, D) ready for c_proj
         resid_mid = x + z @ W_proj + b; m = LN2(resid_mid)          one kernel
         act = gelu(m @ W_fc + b_fc)                                 one kernel after the matmul
         x' = resid_mid + act @ W_mproj + b; a' = LN1'(x')           one kernel
     and the last block computes k and v for all T positions but its query, projections, MLP and
-    the final LayerNorm for the last position only (the last B rows). Attention works on the
-    transposed projections (BLAS writes them so at no cost), where a feature of one position is a
-    run over the B examples. The backward pass mirrors it all: every
+    the final LayerNorm for the last position only (B rows). The backward pass mirrors it: every
     bias gradient is a column sum taken inside the kernel that produces the gradient, every
     weight gradient one matmul written straight into the gradient buffer.
     """
@@ -488,10 +486,7 @@ class _FusedPath:
         return 0.0
 
     def _forward(self, ws, tok, keep: bool, out=None):
-        """tok (B, T) intp -> logits (B, p), and with keep=True the activations for _backward.
-
-        Rows are position-major (row t*B + b); the last block works on the last B rows only.
-        """
+        """tok (B, T) intp -> logits (B, p), and with keep=True the activations for _backward."""
         K, m = self.K, self.model
         D, H, L, eps = self.D, self.H, self.L, self.eps
         B, T = tok.shape
@@ -505,24 +500,24 @@ class _FusedPath:
         for l in range(L):
             _, _, Wa, ba, Wp, bp, ln2w, ln2b, Wf, bf, Wm, bm = layers[l]
             if l < L - 1:
-                qkv = get(key("qkv", l), 3 * D, N)  # transposed: (features, rows)
-                np.matmul(Wa.T, a.T, out=qkv)
-                z, pat = get(key("z", l), D, N), get(key("pat", l), H, T, T, B)
+                qkv = get(key("qkv", l), N, 3 * D)
+                np.matmul(a, Wa, out=qkv)
+                z, pat = get(key("z", l), N, D), get(key("pat", l), B, H, T, T)
                 K._attn_fwd(qkv, 0, qkv, D, 2 * D, ba, H, T, z, pat)
-                rows, base, qs, kvs = N, x, qkv, qkv
+                rows, step, qs, kvs = N, 1, qkv, qkv
             else:  # the last block: keys and values everywhere, the rest at the last position
-                kvs = get("kv", 2 * D, N)
-                np.matmul(Wa[:, D:].T, a.T, out=kvs)
-                qs = get("q", D, B)
-                np.matmul(Wa[:, :D].T, a[N - B:].T, out=qs)
-                z, pat = get("zl", D, B), get("patl", H, 1, T, B)
+                kvs = get("kv", N, 2 * D)
+                np.matmul(a, Wa[:, D:], out=kvs)
+                qs = get("q", B, D)
+                np.matmul(a.reshape(B, T, D)[:, T - 1], Wa[:, :D], out=qs)
+                z, pat = get("zl", B, D), get("patl", B, H, 1, T)
                 K._attn_fwd(qs, 0, kvs, 0, D, ba, H, T, z, pat)
-                rows, base = B, x[N - B:]
+                rows, step = B, T
             y = get("y", rows, D)
-            np.matmul(z.T, Wp, out=y)
+            np.matmul(z, Wp, out=y)
             rm, mm = get(key("rm", l), rows, D), get(key("m", l), rows, D)
             mu2, rs2 = get(key("mu2_", l), rows), get(key("rs2_", l), rows)
-            K._res_ln_fwd(base, y, bp, ln2w, ln2b, eps, rm, mm, mu2, rs2)
+            K._res_ln_fwd(x, step, y, bp, ln2w, ln2b, eps, rm, mm, mu2, rs2)
             hpre, act = get(key("h", l), rows, F), get(key("act", l), rows, F)
             np.matmul(mm, Wf, out=hpre)
             K._gelu_bias_fwd(hpre, bf, act)
@@ -532,7 +527,7 @@ class _FusedPath:
                 cache.append((x, a, mu, rs, qs, kvs, z, pat, rm, mm, mu2, rs2, hpre, act))
             x, a = get(key("x", l + 1), rows, D), get(key("a", l + 1), rows, D)
             mu, rs = get(key("mu", l + 1), rows), get(key("rs", l + 1), rows)
-            K._res_ln_fwd(rm, y, bm, nw, nb, eps, x, a, mu, rs)
+            K._res_ln_fwd(rm, 1, y, bm, nw, nb, eps, x, a, mu, rs)
         logits = out if out is not None else get("logits", B, m.p)
         np.matmul(a, m.W_U.T, out=logits)
         cache.append((x, a, mu, rs))
@@ -557,14 +552,14 @@ class _FusedPath:
         dx = get("dxf", B, D)
         dhf = get("dhf", B, D)
         np.matmul(dlogits, m.W_U, out=dhf)
-        K._ln_res_bwd(dhf, empty, xf, muf, rsf, m.w["ln_f.weight"], empty, dx,
+        K._ln_res_bwd(dhf, empty, 1, xf, muf, rsf, m.w["ln_f.weight"], empty, 1, dx,
                       gv["ln_f.weight"], gv["ln_f.bias"], gl[L - 1][11])
 
         for l in reversed(range(L)):
             ln1w, _, Wa, _, Wp, _, ln2w, _, Wf, _, Wm, _ = layers[l]
             g_ln1w, g_ln1b, gWa, gba, gWp, gbp, g_ln2w, g_ln2b, gWf, gbf, gWm, _ = gl[l]
             x, a, mu, rs, qs, kvs, z, pat, rm, mm, mu2, rs2, hpre, act = cache[l]
-            rows = len(rm)
+            rows = len(z)
             # MLP
             np.matmul(act.T, dx, out=gWm)
             dact = get("dact", rows, F)
@@ -575,29 +570,30 @@ class _FusedPath:
             dm = get("dm", rows, D)
             np.matmul(dh, Wf.T, out=dm)
             drm = get("drm", rows, D)
-            K._ln_res_bwd(dm, empty, rm, mu2, rs2, ln2w, dx, drm, g_ln2w, g_ln2b, gbp)
-            # attention (transposed, as in the forward pass)
-            np.matmul(z, drm, out=gWp)
-            dz = get("dz", D, rows)
-            np.matmul(Wp, drm.T, out=dz)
+            K._ln_res_bwd(dm, empty, 1, rm, mu2, rs2, ln2w, dx, 1, drm, g_ln2w, g_ln2b, gbp)
+            # attention
+            np.matmul(z.T, drm, out=gWp)
+            dz = get("dz", rows, D)
+            np.matmul(drm, Wp.T, out=dz)
             da = get("da", N, D)
             if l < L - 1:
-                dqkv = get("dqkv", 3 * D, N)
+                dqkv = get("dqkv", N, 3 * D)
                 K._attn_bwd(dz, qs, 0, kvs, D, 2 * D, pat, H, T, dqkv, 0, dqkv, D, 2 * D, gba)
-                np.matmul(a.T, dqkv.T, out=gWa)
-                np.matmul(dqkv.T, Wa.T, out=da)
-                da_last = empty
+                np.matmul(a.T, dqkv, out=gWa)
+                np.matmul(dqkv, Wa.T, out=da)
+                da_last, step = empty, 1
             else:
-                dq, dkv = get("dq", D, B), get("dkv", 2 * D, N)
+                dq, dkv = get("dq", B, D), get("dkv", N, 2 * D)
                 K._attn_bwd(dz, qs, 0, kvs, 0, D, pat, H, T, dq, 0, dkv, 0, D, gba)
-                np.matmul(a[N - B:].T, dq.T, out=gWa[:, :D])
-                np.matmul(a.T, dkv.T, out=gWa[:, D:])
-                np.matmul(dkv.T, Wa[:, D:].T, out=da)
+                np.matmul(a.reshape(B, T, D)[:, T - 1].T, dq, out=gWa[:, :D])
+                np.matmul(a.T, dkv, out=gWa[:, D:])
+                np.matmul(dkv, Wa[:, D:].T, out=da)
                 da_last = get("daq", B, D)
-                np.matmul(dq.T, Wa[:, :D].T, out=da_last)
+                np.matmul(dq, Wa[:, :D].T, out=da_last)
+                step = T
             dx = get(f"dx{l % 2}", N, D)
             dsum = gl[l - 1][11] if l > 0 else get("dsum", D)
-            K._ln_res_bwd(da, da_last, x, mu, rs, ln1w, drm, dx, g_ln1w, g_ln1b, dsum)
+            K._ln_res_bwd(da, da_last, T, x, mu, rs, ln1w, drm, step, dx, g_ln1w, g_ln1b, dsum)
 
         gwte, gwpe = gv["wte.weight"], gv["wpe.weight"]
         if not m.cfg.tied:

@@ -255,7 +255,8 @@ def clip_grad_norm(grads: np.ndarray, max_norm: float | None) -> float:
     chunk = 1 << 20  # float64 accumulation without a full float64 copy of the buffer
     for start in range(0, flat.size, chunk):
         part = flat[start:start + chunk].astype(np.float64)
-        total += float(np.dot(part, part))
+        # einsum, not np.dot: a BLAS dot would wake (and wait on) a multi-threaded BLAS pool every step.
+        total += float(np.einsum("i,i->", part, part))
     norm = math.sqrt(total)
     if not math.isfinite(norm):
         return norm

