@@ -1019,7 +1019,6 @@ def _ce_fwd_bwd(logits, targets, scale, dlogits):
     """
     M, C = logits.shape
     zero = logits.dtype.type(0.0)
-    one = logits.dtype.type(1.0)
     ninf = logits.dtype.type(-np.inf)
     total = 0.0
     for i in range(M):

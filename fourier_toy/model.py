@@ -225,7 +225,7 @@ class GPT:
         if isinstance(self._caches, _Recompute):
             self._fused().backward(self._caches.tokens, dlogits)
             return self.grads
-        be, w, g = self.be, self.w, self.g
+        be, g = self.be, self.g
         c_emb, blocks, c_lnf, hf, all_positions = self._caches
         dlogits = np.asarray(dlogits, dtype=self.params.dtype)
         g_unembed = g[self.unembed_name]

@@ -6,26 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fourier_toy import config, diagnose, plots
+from fourier_toy import diagnose, plots
 from fourier_toy.errors import CheckpointError, ConfigError, DataError
 from fourier_toy.evaluate import evaluate
-from fourier_toy.load import load_run
-from fourier_toy.train import train
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "whisper_tiny_en_numbers_0_520.npy"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """The 2-layer tiny Fourier run shared with test_lens.py / test_filters.py (same directory)."""
-    out = tmp_path_factory.getbasetemp() / "tiny_fourier_run"
-    if not (out / "summary.json").is_file():
-        cfg = config.apply_overrides(config.from_preset("tiny"), [
-            "model.backend=numpy", "model.n_layers=2", "train.max_steps=300", "train.eval_every=100",
-            "train.checkpoint_every=300", "embedding.kind=fourier", "embedding.freeze=true"])
-        train(cfg, out, progress=False)
-    return load_run(out, backend="numpy")
 
 
 def strict_json(obj):

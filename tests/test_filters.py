@@ -5,29 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fourier_toy import config, filters, fourier, lens
+from fourier_toy import filters, fourier, lens
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.evaluate import evaluate, predict
-from fourier_toy.load import load_run
-from fourier_toy.task import Split
-from fourier_toy.train import train
 
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """The 2-layer tiny Fourier run shared with test_lens.py / test_diagnose.py (same directory)."""
-    out = tmp_path_factory.getbasetemp() / "tiny_fourier_run"
-    if not (out / "summary.json").is_file():
-        cfg = config.apply_overrides(config.from_preset("tiny"), [
-            "model.backend=numpy", "model.n_layers=2", "train.max_steps=300", "train.eval_every=100",
-            "train.checkpoint_every=300", "embedding.kind=fourier", "embedding.freeze=true"])
-        train(cfg, out, progress=False)
-    return load_run(out, backend="numpy")
-
-
-def all_examples(run) -> Split:
-    sp = [run.splits[s] for s in ("train", "val", "test")]
-    return Split(np.concatenate([s.tokens for s in sp]), np.concatenate([s.targets for s in sp]))
+from conftest import all_examples
 
 
 @st.composite
