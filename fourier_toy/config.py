@@ -142,17 +142,21 @@ def from_dict(d: Any, base: Config | None = None) -> Config:
     return cfg
 
 
-def load_toml(path, base: Config | None = None) -> Config:
+def read_toml(path, field: str) -> dict:
+    """A TOML file as a dict; every failure is one ConfigError naming `field` (e.g. --config)."""
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"--config: no such file {str(path)!r}") from None
+        raise ConfigError(f"{field}: no such file {str(path)!r}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--config: {str(path)!r} is not valid TOML ({e})") from None
+        raise ConfigError(f"{field}: {str(path)!r} is not valid TOML ({e})") from None
     except OSError as e:
-        raise ConfigError(f"--config: cannot read {str(path)!r} ({e.strerror})") from None
-    return from_dict(data, base)
+        raise ConfigError(f"{field}: cannot read {str(path)!r} ({e.strerror})") from None
+
+
+def load_toml(path, base: Config | None = None) -> Config:
+    return from_dict(read_toml(path, "--config"), base)
 
 
 def parse_override(text: Any) -> tuple[str, Any]:

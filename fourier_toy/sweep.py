@@ -55,7 +55,6 @@ import shutil
 import signal
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -138,16 +137,7 @@ def grid_from_dict(data: Any, where: str = "GRID") -> Grid:
 
 
 def load_grid(path) -> Grid:
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"GRID: no such file {str(path)!r}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"GRID: {str(path)!r} is not valid TOML ({e})") from None
-    except OSError as e:
-        raise ConfigError(f"GRID: cannot read {str(path)!r} ({e.strerror})") from None
-    return grid_from_dict(data, f"GRID {str(path)!r}")
+    return grid_from_dict(config_mod.read_toml(path, "GRID"), f"GRID {str(path)!r}")
 
 
 def expand(grid: Grid) -> list[Point]:
