@@ -8,10 +8,11 @@ betas (0.9, 0.98), weight decay 0.01 (matrices only). Configs: S d_model 64, 2 l
 batch 256; M 128, 2, 4, 512; L 256, 4, 8, 512.
 
 Protocol: every backend (and PyTorch with --vs-torch) trains its own copy of one initial model.
-After a warm-up, `rounds` rounds each time `steps` training steps (forward, backward, AdamW) and
-one evaluation batch per backend, the backends taking turns in a rotating order, and a large
-numpy matmul (the machine's float32 peak, with the same threads). Figures are medians over the
-rounds, so a busy spell of the machine shifts one round, not the result.
+After a warm-up, `rounds` rounds each time at least `steps` training steps and `min_seconds` of
+them (forward, backward, AdamW) and one evaluation batch per backend, each stretch after an idle
+`settle`, the backends taking turns in a rotating order, and a large numpy matmul (the machine's
+float32 peak, with the same threads). Figures are medians over the rounds, so a busy spell of
+the machine shifts one round, not the result.
 
 Output: one JSON line per configuration and backend, and with --vs-torch one line per
 configuration with the ratios ours / PyTorch. GFLOP/s count the matmul FLOPs the last-position
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -166,11 +168,16 @@ def _median(xs):
 
 def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int = 5, warmup: int = 3,
         threads: int = 2, eval_batch: int = 2048, vs_torch: bool = False, torch_last_only: bool = False,
-        seed: int = 0, emit=print, sizes: dict | None = None, peak_size: int = 2048) -> list[dict]:
+        seed: int = 0, emit=print, sizes: dict | None = None, peak_size: int = 2048,
+        settle: float = 0.25, min_seconds: float = 0.5) -> list[dict]:
     """Run bench-v1 and emit one JSON line per configuration and backend (and ratio lines).
 
-    sizes: extra or replacement configurations name -> (d_model, n_layers, n_heads, batch), for
-    tests; peak_size: the side of the square matmul that measures the peak. Returns the records.
+    settle: seconds of idle before each timed stretch, so that the spinning thread pools of
+    whatever ran before (OpenBLAS after the peak matmul or the numpy backend, PyTorch's OpenMP)
+    have gone to sleep and do not take a core from the backend being timed. min_seconds: each
+    backend's timed stretch runs at least `steps` steps and at least about this long (judged from
+    one step after the warm-up), since a few milliseconds of S are mostly noise. sizes: extra or
+    replacement configurations name -> (d_model, n_layers, n_heads, batch), for tests; peak_size: the side of the square matmul that measures the peak. Returns the records.
     """
     table = {**CONFIGS, **(sizes or {})}
     for c in configs:
@@ -183,6 +190,9 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
                             ("--threads", threads, 1), ("--eval-batch", eval_batch, 1)):
         if not isinstance(value, int) or value < lo:
             raise ConfigError(f"{name}: expected an integer >= {lo}, got {value!r}")
+    for name, value in (("--settle", settle), ("--min-seconds", min_seconds)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 60:
+            raise ConfigError(f"{name}: expected seconds in [0, 60], got {value!r}")
     if vs_torch:
         from . import torch_model  # noqa: F401  (a clear ConfigError when PyTorch is missing)
 
@@ -211,10 +221,14 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
             runners.append(TorchRunner(GPT(cfg, P, params=init.copy()), last_only=torch_last_only))
         train_data = batches(rng, B, 8)
         (eval_tokens, _), = batches(rng, eval_batch, 1)
+        n_steps = {}
         for r in runners:
             for i in range(warmup):
                 r.train(*train_data[i % len(train_data)])
             r.eval(eval_tokens)
+            t0 = time.perf_counter()
+            r.train(*train_data[warmup % len(train_data)])
+            n_steps[r.name] = max(steps, math.ceil(min_seconds / (time.perf_counter() - t0)))
         train_rate = {r.name: [] for r in runners}
         eval_rate = {r.name: [] for r in runners}
         peaks = []
@@ -222,11 +236,13 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
         for rnd in range(rounds):
             order = runners[rnd % len(runners):] + runners[: rnd % len(runners)]
             for r in order:
+                time.sleep(settle)
                 t0 = time.perf_counter()
-                for _ in range(steps):
+                for _ in range(n_steps[r.name]):
                     r.train(*train_data[k % len(train_data)])
                     k += 1
-                train_rate[r.name].append(steps * B / (time.perf_counter() - t0))
+                train_rate[r.name].append(n_steps[r.name] * B / (time.perf_counter() - t0))
+                time.sleep(settle)
                 t0 = time.perf_counter()
                 r.eval(eval_tokens)
                 eval_rate[r.name].append(eval_batch / (time.perf_counter() - t0))
@@ -234,14 +250,14 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
         peak = _median(peaks)
         fwd = forward_flops(d, L)
         common = {"bench": BENCH, "config": cname, "d_model": d, "n_layers": L, "n_heads": H, "batch": B,
-                  "eval_batch": eval_batch, "steps_per_round": steps, "rounds": rounds, "threads": threads,
+                  "eval_batch": eval_batch, "rounds": rounds, "settle_s": settle, "threads": threads,
                   "gflop_per_example_train": 3 * fwd / 1e9, "gflop_per_example_eval": fwd / 1e9,
                   "peak_gflops": _sig(peak), "peak_gflops_rounds": [_sig(x) for x in peaks],
                   "blas": blas_text, "blas_libs": blas_libs}
         by_name = {}
         for r in runners:
             tr, ev = _median(train_rate[r.name]), _median(eval_rate[r.name])
-            rec = {**common, "backend": r.name,
+            rec = {**common, "backend": r.name, "steps_per_round": n_steps[r.name],
                    "train_examples_per_s": _sig(tr), "train_step_ms": _sig(1e3 * B / tr),
                    "train_examples_per_s_rounds": [_sig(x) for x in train_rate[r.name]],
                    "eval_examples_per_s": _sig(ev),
@@ -289,11 +305,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vs-torch", action="store_true", help="also run the same model in PyTorch eager")
     parser.add_argument("--torch-last-only", action="store_true",
                         help="give the PyTorch model the last-block shortcut too (like-for-like FLOPs)")
-    parser.add_argument("--steps", type=int, default=10, help="training steps per round and backend (default 10)")
+    parser.add_argument("--steps", type=int, default=10,
+                        help="at least this many training steps per round and backend (default 10)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds; figures are medians over them (default 5)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every backend (default 2)")
     parser.add_argument("--eval-batch", type=int, default=2048, help="examples per evaluation batch (default 2048)")
+    parser.add_argument("--min-seconds", type=float, default=0.5,
+                        help="each timed stretch runs at least about this long (default 0.5)")
+    parser.add_argument("--settle", type=float, default=0.25,
+                        help="seconds idle before each timed stretch, so other thread pools sleep (default 0.25)")
 
 
 def cmd_bench(args) -> int:
@@ -301,7 +322,7 @@ def cmd_bench(args) -> int:
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     run(configs=split(args.configs), backends=split(args.backends), steps=args.steps, rounds=args.rounds,
         warmup=args.warmup, threads=args.threads, eval_batch=args.eval_batch, vs_torch=args.vs_torch,
-        torch_last_only=args.torch_last_only)
+        torch_last_only=args.torch_last_only, settle=args.settle, min_seconds=args.min_seconds)
     return 0
 
 

@@ -19,7 +19,7 @@ FIELDS = {"bench", "config", "backend", "d_model", "n_layers", "n_heads", "batch
 def _run(**kw):
     lines = []
     records = bench.run(configs=["T"], sizes=TINY, steps=2, rounds=2, warmup=1, threads=1, eval_batch=8,
-                        emit=lines.append, peak_size=64, **kw)
+                        emit=lines.append, peak_size=64, settle=0, min_seconds=0, **kw)
     parsed = [json.loads(line) for line in lines]
     assert parsed == records
     return parsed
@@ -33,6 +33,7 @@ def test_one_json_line_per_backend_with_every_field():
         assert r["bench"] == "bench-v1" and r["config"] == "T" and r["threads"] == 1
         assert r["train_examples_per_s"] > 0 and r["eval_examples_per_s"] > 0
         assert len(r["train_examples_per_s_rounds"]) == 2
+        assert r["steps_per_round"] == 2  # min_seconds=0: exactly --steps
         # The derived figures follow from the measured ones.
         assert r["train_step_ms"] == pytest.approx(1e3 * r["batch"] / r["train_examples_per_s"], rel=1e-3)
         assert r["train_gflops"] == pytest.approx(r["train_examples_per_s"] * r["gflop_per_example_train"], rel=1e-2)
@@ -64,6 +65,10 @@ def test_bad_arguments_name_the_option():
         bench.run(configs=["S"], backends=["jax"], emit=lambda line: None)
     with pytest.raises(ConfigError, match="--steps"):
         bench.run(configs=["S"], steps=0, emit=lambda line: None)
+    with pytest.raises(ConfigError, match="--settle"):
+        bench.run(configs=["S"], settle=-1, emit=lambda line: None)
+    with pytest.raises(ConfigError, match="--min-seconds"):
+        bench.run(configs=["S"], min_seconds="1", emit=lambda line: None)
     assert bench.main(["--configs", "XL"]) == 2
 
 
@@ -118,3 +123,11 @@ def test_torch_model_computes_the_same_function():
             got = tm(torch.from_numpy(tokens)).detach().numpy()
             np.testing.assert_allclose(got, gpt.forward(tokens), rtol=1e-5, atol=1e-5)
         assert set(tm.named_tensors()) == set(gpt.w)
+
+
+def test_min_seconds_lengthens_short_stretches():
+    lines = []
+    rec, = bench.run(configs=["T"], sizes=TINY, backends=["numba"], steps=2, rounds=1, warmup=1, threads=1,
+                     eval_batch=8, emit=lines.append, peak_size=64, settle=0, min_seconds=0.2)
+    # A tiny step takes well under 20 ms, so 0.2 s needs more than the 2 steps asked for.
+    assert rec["steps_per_round"] > 2
