@@ -6,19 +6,11 @@ inputs (float32 or float64, C-contiguous; mixed float inputs promote as numpy wo
 them to a private `@njit` kernel. Outputs keep the input dtype. The caches have the same
 structure as the oracle's, so either module's backward accepts either module's cache.
 
-Two layers of kernels:
-- the op-by-op kernels (public, with the oracle's signatures): what a model runs when hooks are
-  attached or every position is asked for, and what the tests compare with `ops.py` one by one;
-- the fused row kernels (private, further down), which the model's fused path (model.py) calls
-  between its matmuls with preallocated outputs: embedding + LayerNorm, residual add + LayerNorm,
-  bias + GELU, attention that reads q, k, v in place from the fused projection, LayerNorm
-  backward + residual + bias gradient, softmax cross-entropy with its gradient in one pass.
-Matmuls stay in BLAS, always as one 2-D call. Where the time goes and what the fusions bought:
-docs/performance.md. The thread policy (which threads run what) is in its own section below.
-
-Transcendentals: float32 uses the vectorizable `exp` and `tanh` approximations below (a few ulp;
-the C library's scalar calls would cost more than the whole op); float64, used for gradient
-checks, calls the C library.
+These op-by-op kernels are what a model runs when hooks are attached or every position is asked
+for, and what the tests compare with `ops.py` one by one. The model's training and evaluation
+path calls the fused row kernels of `fused.py` instead, between BLAS matmuls, on the threads of
+`threads.py`; the AdamW update over the flat buffer (used by both paths) is here. Compile options
+and the float32 exp/tanh: `jit.py`. Where the time goes: docs/performance.md.
 
 Shapes use B = batch, T = sequence length, D = width, H = heads, Dh = head size, N = rows.
 """
@@ -27,20 +19,16 @@ from __future__ import annotations
 
 import math
 import operator
-import os
-import threading
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba import prange
 
 from fourier_toy.errors import ConfigError, DataError
+from fourier_toy.jit import FLOATS, GELU_C, GELU_K, exp, jit, pjit, tanh
 from fourier_toy.ops import LN_EPS
+from fourier_toy.threads import run_tasks, threads
 
 __all__ = [
-    "FASTMATH",
-    "JIT_OPTIONS",
     "adamw_update",
     "attention_backward",
     "attention_forward",
@@ -54,162 +42,11 @@ __all__ = [
     "layernorm_forward",
     "linear_backward",
     "linear_forward",
-    "run_tasks",
-    "single_threaded_blas",
-    "threads",
     "warmup",
 ]
 
-# ---- numba policy: the one place where kernels get their compile options ---------------------
-# fastmath without 'nnan' and 'ninf': causal masks are -inf and NaN must propagate, so the
-# compiler may not assume either away.
-FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
-# error_model="numpy": float division by zero gives inf/NaN as in numpy rather than raising, and
-# leaves loops free of the checks that block vectorization. cache=True: a second run reuses the
-# compiled code from __pycache__.
-JIT_OPTIONS = {"cache": True, "fastmath": set(FASTMATH), "error_model": "numpy", "nogil": True}
-_jit = njit(**JIT_OPTIONS)
-# parallel=True only for kernels whose prange iterations write disjoint rows or column blocks;
-# reductions across rows go through per-block partial rows, summed afterwards in a fixed order,
-# so results do not depend on the thread count.
-_pjit = njit(parallel=True, **JIT_OPTIONS)
-# Helpers inlined into kernels (the float32 exp/tanh) get the same floating-point flags.
-_OVERLOAD_OPTIONS = {"fastmath": set(FASTMATH), "error_model": "numpy"}
-
 _ROW_BLOCK = 64  # rows per partial-sum block in row reductions
 _COL_BLOCK = 16  # columns per task in the embedding scatter (one cache line of float32)
-_GELU_C = math.sqrt(2.0 / math.pi)
-_GELU_K = 0.044715
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-# ---- float32 transcendentals -------------------------------------------------------------------
-# Written as branch-free arithmetic so loops over them vectorize. Comparisons are arranged so a
-# NaN input fails every test and flows through the arithmetic to a NaN output.
-
-@intrinsic
-def _pow2_f32(typingctx, nf):
-    """2.0**n as float32 for an integer-valued float32 n in [-126, 127], by building the bits."""
-    if nf != types.float32:
-        return None
-    sig = types.float32(types.float32)
-
-    def codegen(context, builder, signature, args):
-        i32 = ir.IntType(32)
-        n = builder.fptosi(args[0], i32)
-        bits = builder.shl(builder.add(n, ir.Constant(i32, 127)), ir.Constant(i32, 23))
-        return builder.bitcast(bits, ir.FloatType())
-
-    return sig, codegen
-
-
-_F32 = np.float32
-_LOG2E = _F32(1.4426950408889634)
-_LN2_HI = _F32(0.693359375)  # Cody-Waite split of ln 2: n * _LN2_HI is exact
-_LN2_LO = _F32(-2.12194440e-4)
-_EXP_C = tuple(_F32(1.0 / math.factorial(i)) for i in range(10))
-_F32_HALF, _F32_ZERO, _F32_ONE, _F32_INF = _F32(0.5), _F32(0.0), _F32(1.0), _F32(np.inf)
-_F32_EXP_LO, _F32_EXP_HI = _F32(-104.0), _F32(89.0)
-_F32_N_LO, _F32_N_HI = _F32(-150.0), _F32(127.0)
-
-
-def _exp32_impl(x):
-    # exp(x) = 2**n * exp(f) with n = round(x / ln 2). n stays <= 127 so that no product of the
-    # powers of two overflows, whichever order 'reassoc' multiplies them in; f then reaches
-    # 0.7 near the top of the range, which the degree-9 polynomial still covers.
-    r = x * _LOG2E
-    if r < _F32_N_LO:
-        r = _F32_N_LO
-    if r > _F32_N_HI:
-        r = _F32_N_HI
-    nf = np.floor(r + _F32_HALF)
-    if nf != nf:  # NaN: keep the integer conversion defined; f stays NaN
-        nf = _F32_ZERO
-    f = (x - nf * _LN2_HI) - nf * _LN2_LO
-    p = _EXP_C[9]
-    p = p * f + _EXP_C[8]
-    p = p * f + _EXP_C[7]
-    p = p * f + _EXP_C[6]
-    p = p * f + _EXP_C[5]
-    p = p * f + _EXP_C[4]
-    p = p * f + _EXP_C[3]
-    p = p * f + _EXP_C[2]
-    p = p * f + _EXP_C[1]
-    p = p * f + _EXP_C[0]
-    # Two factors keep each 2**n normal, so results down to the denormals come out right.
-    h = np.floor(nf * _F32_HALF)
-    res = p * _pow2_f32(h) * _pow2_f32(nf - h)
-    if x < _F32_EXP_LO:
-        res = _F32_ZERO
-    if x > _F32_EXP_HI:
-        res = _F32_INF
-    return res
-
-
-# Rational minimax approximation of tanh on [-7.9988, 7.9988] (the one Eigen uses for float32;
-# max relative error about 3.5e-7). Beyond 9.1 float32 tanh rounds to +-1 exactly.
-_TANH_A = tuple(_F32(c) for c in (
-    4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
-    -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16))
-_TANH_B = tuple(_F32(c) for c in (
-    4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06))
-_TANH_CLAMP, _TANH_SAT, _TANH_TINY = _F32(7.99881172180175781), _F32(9.1), _F32(0.0004)
-
-
-def _tanh32_impl(x):
-    xc = x
-    if xc > _TANH_CLAMP:
-        xc = _TANH_CLAMP
-    if xc < -_TANH_CLAMP:
-        xc = -_TANH_CLAMP
-    x2 = xc * xc
-    p = _TANH_A[6]
-    p = p * x2 + _TANH_A[5]
-    p = p * x2 + _TANH_A[4]
-    p = p * x2 + _TANH_A[3]
-    p = p * x2 + _TANH_A[2]
-    p = p * x2 + _TANH_A[1]
-    p = p * x2 + _TANH_A[0]
-    q = _TANH_B[3]
-    q = q * x2 + _TANH_B[2]
-    q = q * x2 + _TANH_B[1]
-    q = q * x2 + _TANH_B[0]
-    res = xc * p / q
-    if abs(x) < _TANH_TINY:
-        res = x
-    if x > _TANH_SAT:
-        res = _F32_ONE
-    if x < -_TANH_SAT:
-        res = -_F32_ONE
-    return res
-
-
-def _exp(x):
-    """exp for kernels: the float32 approximation above, or the C library for float64."""
-    return math.exp(x)
-
-
-def _tanh(x):
-    """tanh for kernels: the float32 approximation above, or the C library for float64."""
-    return math.tanh(x)
-
-
-@overload(_exp, jit_options=_OVERLOAD_OPTIONS)
-def _exp_overload(x):
-    if x == types.float32:
-        return _exp32_impl
-    if isinstance(x, types.Float):
-        return lambda x: math.exp(x)
-    return None
-
-
-@overload(_tanh, jit_options=_OVERLOAD_OPTIONS)
-def _tanh_overload(x):
-    if x == types.float32:
-        return _tanh32_impl
-    if isinstance(x, types.Float):
-        return lambda x: math.tanh(x)
-    return None
 
 
 # ---- input normalization -------------------------------------------------------------------------
@@ -221,7 +58,7 @@ def _floats(fn, **arrays):
         if a.dtype.kind != "f":
             raise DataError(f"{fn}: {name} must be a float32 or float64 array, got {a.dtype}")
     dt = np.result_type(*arrs.values())
-    if dt not in _FLOATS:
+    if dt not in FLOATS:
         names = ", ".join(arrs)
         raise DataError(f"{fn}: {names} must be float32 or float64, got {dt}")
     return dt, [np.ascontiguousarray(a, dtype=dt) for a in arrs.values()]
@@ -238,7 +75,7 @@ def _as(fn, name, a, dt, kinds="f"):
 def _dtype_of(fn, a):
     """The forward pass's dtype, read from a cached array."""
     dt = np.asarray(a).dtype
-    if dt not in _FLOATS:
+    if dt not in FLOATS:
         raise DataError(f"{fn}: cache arrays must be float32 or float64, got {dt}")
     return dt
 
@@ -262,7 +99,7 @@ def _indices(fn, name, a, shape, upper):
 
 # ---- embedding ---------------------------------------------------------------------------------
 
-@_pjit
+@pjit
 def _embedding_fwd(tokens, wte, wpe, out):
     B, T = tokens.shape
     D = wte.shape[1]
@@ -273,7 +110,7 @@ def _embedding_fwd(tokens, wte, wpe, out):
                 out[bi, t, d] = wte[tok, d] + wpe[t, d]
 
 
-@_pjit
+@pjit
 def _embedding_bwd(tokens, dx, dwte, dwpe):
     # Tokens repeat within a batch, so rows of dwte collide; splitting the work by column block
     # keeps every thread's writes disjoint and the per-entry order the same as a serial scatter.
@@ -315,7 +152,7 @@ def embedding_backward(dx, cache):
     tokens, wte_shape, wpe_shape = cache
     tok = _indices(fn, "tokens", tokens, np.shape(tokens), wte_shape[0])
     dx = np.asarray(dx)
-    if dx.dtype not in _FLOATS:
+    if dx.dtype not in FLOATS:
         raise DataError(f"{fn}: dx must be float32 or float64, got {dx.dtype}")
     _check_shape(fn, "dx", dx, tok.shape + (wte_shape[1],))
     dx = np.ascontiguousarray(dx)
@@ -327,7 +164,7 @@ def embedding_backward(dx, cache):
 
 # ---- layer norm --------------------------------------------------------------------------------
 
-@_pjit
+@pjit
 def _layernorm_fwd(x, w, b, eps, y, xhat, rstd):
     N, D = x.shape
     zero = x.dtype.type(0.0)
@@ -350,7 +187,7 @@ def _layernorm_fwd(x, w, b, eps, y, xhat, rstd):
             y[i, d] = h * w[d] + b[d]
 
 
-@_pjit
+@pjit
 def _layernorm_bwd(dy, xhat, rstd, w, dx, dw_part, db_part):
     N, D = dy.shape
     zero = dy.dtype.type(0.0)
@@ -378,7 +215,7 @@ def _layernorm_bwd(dy, xhat, rstd, w, dx, dw_part, db_part):
                 dx[i, d] = r * (dy[i, d] * w[d] - m1 - xhat[i, d] * m2)
 
 
-@_jit
+@jit
 def _sum_rows(part, out):
     """out[d] = sum over blocks of part[blk, d], in block order."""
     for blk in range(part.shape[0]):
@@ -429,7 +266,7 @@ def layernorm_backward(dy, cache):
 
 # ---- linear ------------------------------------------------------------------------------------
 
-@_pjit
+@pjit
 def _add_bias(y, b):
     N, D = y.shape
     for i in prange(N):
@@ -437,7 +274,7 @@ def _add_bias(y, b):
             y[i, d] += b[d]
 
 
-@_pjit
+@pjit
 def _col_sum(a, part):
     N, D = a.shape
     zero = a.dtype.type(0.0)
@@ -490,23 +327,23 @@ def linear_backward(dy, cache):
 
 # ---- gelu (tanh approximation, as GPT-2) -------------------------------------------------------
 
-@_pjit
+@pjit
 def _gelu_fwd(x, y, t):
-    c = x.dtype.type(_GELU_C)
-    k = x.dtype.type(_GELU_K)
+    c = x.dtype.type(GELU_C)
+    k = x.dtype.type(GELU_K)
     half = x.dtype.type(0.5)
     one = x.dtype.type(1.0)
     for i in prange(x.size):
         xi = x[i]
-        ti = _tanh(c * (xi + k * xi * xi * xi))
+        ti = tanh(c * (xi + k * xi * xi * xi))
         t[i] = ti
         y[i] = half * xi * (one + ti)
 
 
-@_pjit
+@pjit
 def _gelu_bwd(dy, x, t, dx):
-    c = x.dtype.type(_GELU_C)
-    k3 = x.dtype.type(3.0 * _GELU_K)
+    c = x.dtype.type(GELU_C)
+    k3 = x.dtype.type(3.0 * GELU_K)
     half = x.dtype.type(0.5)
     one = x.dtype.type(1.0)
     for i in prange(x.size):
@@ -545,7 +382,7 @@ def gelu_backward(dy, cache):
 # take part in the sums with weight exactly 0, as in the oracle's matmuls, so a NaN or inf
 # anywhere in a head spreads to exactly the same outputs.
 
-@_pjit
+@pjit
 def _attention_fwd(q, k, v, scale, z, pattern):
     B, H, Tq, Dh = q.shape
     Tk = k.shape[2]
@@ -569,7 +406,7 @@ def _attention_fwd(q, k, v, scale, z, pattern):
                     m = s
             tot = zero
             for j in range(last + 1):
-                e = _exp(pattern[b, h, i, j] - m)
+                e = exp(pattern[b, h, i, j] - m)
                 pattern[b, h, i, j] = e
                 tot += e
             inv = one / tot
@@ -585,7 +422,7 @@ def _attention_fwd(q, k, v, scale, z, pattern):
                     z[b, h, i, d] += p * v[b, h, j, d]
 
 
-@_pjit
+@pjit
 def _attention_bwd(dz, q, k, v, pattern, scale, dq, dk, dv, ds):
     B, H, Tq, Dh = q.shape
     Tk = k.shape[2]
@@ -662,7 +499,7 @@ def attention_backward(dz, cache):
 
 # ---- softmax cross-entropy ----------------------------------------------------------------------
 
-@_pjit
+@pjit
 def _cross_entropy_fwd(logits, targets, probs, logp_target):
     N, C = logits.shape
     zero = logits.dtype.type(0.0)
@@ -675,7 +512,7 @@ def _cross_entropy_fwd(logits, targets, probs, logp_target):
                 m = logits[i, c]
         tot = zero
         for c in range(C):
-            e = _exp(logits[i, c] - m)
+            e = exp(logits[i, c] - m)
             probs[i, c] = e
             tot += e
         inv = one / tot
@@ -684,7 +521,7 @@ def _cross_entropy_fwd(logits, targets, probs, logp_target):
         logp_target[i] = logits[i, targets[i]] - m - np.log(tot)
 
 
-@_pjit
+@pjit
 def _cross_entropy_bwd(probs, targets, scale, dlogits):
     N, C = probs.shape
     one = probs.dtype.type(1.0)
@@ -722,346 +559,11 @@ def cross_entropy_backward(dloss, cache):
     return dlogits
 
 
-# ---- fused row kernels (the model's training and evaluation path) -------------------------------
-# Serial kernels over rows of 2-D (rows, width) arrays, called by model.py with preallocated
-# outputs: a batch is split into pieces that run on separate threads (see the thread policy
-# below), so these kernels never start threads of their own. Each one fuses the passes that sit
-# between two matmuls. Rows of a piece are example-major: row b*T + t is position t of example b.
-# "step" arguments map a short array onto the last positions: with step T, row i of the short
-# array belongs to row i*T + T - 1 of the long one (the last layer computes only those rows);
-# with step 1 the two arrays are row-aligned.
-
-@_jit
-def _embed_ln_fwd(tokens, wte, wpe, lnw, lnb, eps, x, a, mean, rstd):
-    """x[b*T + t] = wte[tokens[b, t]] + wpe[t]; a = LayerNorm(x) with (lnw, lnb); per-row
-    mean and rstd kept for the backward pass."""
-    B, T = tokens.shape
-    D = wte.shape[1]
-    zero = x.dtype.type(0.0)
-    inv_d = x.dtype.type(1.0) / x.dtype.type(D)
-    for bi in range(B):
-        for t in range(T):
-            r = bi * T + t
-            tok = tokens[bi, t]
-            s = zero
-            for d in range(D):
-                v = wte[tok, d] + wpe[t, d]
-                x[r, d] = v
-                s += v
-            mu = s * inv_d
-            var = zero
-            for d in range(D):
-                c = x[r, d] - mu
-                var += c * c
-            rs = x.dtype.type(1.0) / np.sqrt(var * inv_d + eps)
-            mean[r] = mu
-            rstd[r] = rs
-            for d in range(D):
-                a[r, d] = (x[r, d] - mu) * rs * lnw[d] + lnb[d]
 
 
-@_jit
-def _res_ln_fwd(base, step, y, bias, lnw, lnb, eps, out, a, mean, rstd):
-    """out[i] = base[i*step + step - 1] + y[i] + bias (a residual add after a projection);
-    a = LayerNorm(out) with (lnw, lnb); per-row mean and rstd kept for the backward pass."""
-    M, D = y.shape
-    zero = y.dtype.type(0.0)
-    inv_d = y.dtype.type(1.0) / y.dtype.type(D)
-    for i in range(M):
-        br = i * step + step - 1
-        s = zero
-        for d in range(D):
-            v = base[br, d] + y[i, d] + bias[d]
-            out[i, d] = v
-            s += v
-        mu = s * inv_d
-        var = zero
-        for d in range(D):
-            c = out[i, d] - mu
-            var += c * c
-        rs = y.dtype.type(1.0) / np.sqrt(var * inv_d + eps)
-        mean[i] = mu
-        rstd[i] = rs
-        for d in range(D):
-            a[i, d] = (out[i, d] - mu) * rs * lnw[d] + lnb[d]
+# ---- AdamW over the flat buffer ----------------------------------------------------------------
 
-
-@_jit
-def _ln_res_bwd(dy, dy2, step2, x, mean, rstd, w, dres, step3, dx, dw, db, dsum):
-    """The backward pass of out = LayerNorm(x) with a residual branch, for M rows of width D.
-
-    The gradient arriving at the LayerNorm output is dy[i], plus dy2[i // step2] on rows
-    i = k*step2 + step2 - 1 (dy2 may have 0 rows). dx[i] = LayerNorm'(x[i])^T g + the residual
-    gradient dres[i // step3] on rows i = k*step3 + step3 - 1 (dres may have 0 rows).
-    Writes dw, db (the LayerNorm's gain and bias gradients) and dsum = the column sums of dx
-    (the gradient of the bias added just before x).
-    """
-    M, D = dy.shape
-    zero = dy.dtype.type(0.0)
-    inv_d = dy.dtype.type(1.0) / dy.dtype.type(D)
-    n2 = dy2.shape[0]
-    n3 = dres.shape[0]
-    for d in range(D):
-        dw[d] = zero
-        db[d] = zero
-        dsum[d] = zero
-    for i in range(M):
-        k2 = -1
-        if n2 > 0 and (i + 1) % step2 == 0:
-            k2 = (i + 1) // step2 - 1
-        k3 = -1
-        if n3 > 0 and (i + 1) % step3 == 0:
-            k3 = (i + 1) // step3 - 1
-        mu = mean[i]
-        rs = rstd[i]
-        s1 = zero
-        s2 = zero
-        for d in range(D):
-            g = dy[i, d]
-            if k2 >= 0:
-                g += dy2[k2, d]
-            xh = (x[i, d] - mu) * rs
-            dw[d] += g * xh
-            db[d] += g
-            gw = g * w[d]
-            dx[i, d] = gw  # kept rounded, so that g*w - mean(g*w) cancels exactly when it should
-            s1 += gw
-            s2 += gw * xh
-        m1 = s1 * inv_d
-        m2 = s2 * inv_d
-        for d in range(D):
-            xh = (x[i, d] - mu) * rs
-            v = rs * (dx[i, d] - m1 - xh * m2)
-            if k3 >= 0:
-                v += dres[k3, d]
-            dx[i, d] = v
-            dsum[d] += v
-
-
-@_jit
-def _gelu_bias_fwd(h, bias, act):
-    """h += bias (in place: h then holds the pre-activation the backward pass needs);
-    act = gelu(h), tanh approximation."""
-    M, F = h.shape
-    c = h.dtype.type(_GELU_C)
-    k = h.dtype.type(_GELU_K)
-    half = h.dtype.type(0.5)
-    one = h.dtype.type(1.0)
-    for i in range(M):
-        for f in range(F):
-            xi = h[i, f] + bias[f]
-            h[i, f] = xi
-            act[i, f] = half * xi * (one + _tanh(c * (xi + k * xi * xi * xi)))
-
-
-@_jit
-def _gelu_bias_bwd(dact, h, dh, dbias):
-    """dh = dact * gelu'(h); dbias = the column sums of dh. (dh must not be dact: an output
-    that is also an input defeats vectorization, which costs several times more than a buffer.)"""
-    M, F = h.shape
-    c = h.dtype.type(_GELU_C)
-    k = h.dtype.type(_GELU_K)
-    k3 = h.dtype.type(3.0 * _GELU_K)
-    half = h.dtype.type(0.5)
-    one = h.dtype.type(1.0)
-    for f in range(F):
-        dbias[f] = h.dtype.type(0.0)
-    for i in range(M):
-        for f in range(F):
-            xi = h[i, f]
-            t = _tanh(c * (xi + k * xi * xi * xi))
-            du = c * (one + k3 * xi * xi)
-            g = dact[i, f] * (half * (one + t) + half * xi * (one - t * t) * du)
-            dh[i, f] = g
-            dbias[f] += g
-
-
-@_jit
-def _attn_fwd(qs, qc, kvs, kc, vc, bias, H, T, z, pattern):
-    """Causal attention of the last Tq positions of each example over its T positions.
-
-    qs (Bp*Tq, .): query projections at columns qc..qc+D; kvs (Bp*T, .): key projections at
-    columns kc.., value projections at vc.. (qs may be kvs, for a fused (N, 3D) projection).
-    bias (3D,) = [q | k | v] bias, added here in place, so qs and kvs hold q, k, v afterwards.
-    Writes z (Bp*Tq, D) with the heads side by side (ready for the output projection) and
-    pattern (Bp, H, Tq, T). Masked keys enter the sums with weight exactly 0, as in the oracle.
-    """
-    # Inner loops run over 1-D slices of one head's columns, so they vectorize.
-    Bp = pattern.shape[0]
-    Tq = pattern.shape[2]
-    D = z.shape[1]
-    Dh = D // H
-    off = T - Tq
-    zero = z.dtype.type(0.0)
-    one = z.dtype.type(1.0)
-    ninf = z.dtype.type(-np.inf)
-    scale = one / np.sqrt(z.dtype.type(Dh))
-    bq, bk, bv = bias[:D], bias[D:2 * D], bias[2 * D:3 * D]
-    for b in range(Bp):
-        for i in range(Tq):
-            q = qs[b * Tq + i, qc:qc + D]
-            for d in range(D):
-                q[d] += bq[d]
-        for j in range(T):
-            k = kvs[b * T + j, kc:kc + D]
-            v = kvs[b * T + j, vc:vc + D]
-            for d in range(D):
-                k[d] += bk[d]
-                v[d] += bv[d]
-        for hh in range(H):
-            c0 = hh * Dh
-            for i in range(Tq):
-                q = qs[b * Tq + i, qc + c0:qc + c0 + Dh]
-                last = off + i
-                m = ninf
-                for j in range(last + 1):
-                    k = kvs[b * T + j, kc + c0:kc + c0 + Dh]
-                    s = zero
-                    for d in range(Dh):
-                        s += q[d] * k[d]
-                    s *= scale
-                    pattern[b, hh, i, j] = s
-                    if s > m:
-                        m = s
-                tot = zero
-                for j in range(last + 1):
-                    e = _exp(pattern[b, hh, i, j] - m)
-                    pattern[b, hh, i, j] = e
-                    tot += e
-                inv = one / tot
-                for j in range(last + 1):
-                    pattern[b, hh, i, j] *= inv
-                for j in range(last + 1, T):
-                    pattern[b, hh, i, j] = zero * inv  # 0, or NaN in a NaN row as in the oracle
-                zz = z[b * Tq + i, c0:c0 + Dh]
-                for d in range(Dh):
-                    zz[d] = zero
-                for j in range(T):
-                    p = pattern[b, hh, i, j]
-                    v = kvs[b * T + j, vc + c0:vc + c0 + Dh]
-                    for d in range(Dh):
-                        zz[d] += p * v[d]
-
-
-@_jit
-def _attn_bwd(dz, qs, qc, kvs, kc, vc, pattern, H, T, dq, dqc, dkv, dkc, dvc, dbias):
-    """The backward pass of _attn_fwd (whose q, k, v, with bias, are in qs and kvs).
-
-    dz (Bp*Tq, D) -> dq written at columns dqc.. of dq (Bp*Tq, .), dk and dv at columns dkc..
-    and dvc.. of dkv (Bp*T, .) (dq may be dkv, for a fused (N, 3D) gradient); dbias (3D,) =
-    the column sums of [dq | dk | dv].
-    """
-    Bp = pattern.shape[0]
-    Tq = pattern.shape[2]
-    D = dz.shape[1]
-    Dh = D // H
-    zero = dz.dtype.type(0.0)
-    scale = dz.dtype.type(1.0) / np.sqrt(dz.dtype.type(Dh))
-    ds = np.empty(T, dtype=dz.dtype)
-    for d in range(3 * D):
-        dbias[d] = zero
-    dbq, dbk, dbv = dbias[:D], dbias[D:2 * D], dbias[2 * D:3 * D]
-    for b in range(Bp):
-        for j in range(T):
-            dk = dkv[b * T + j, dkc:dkc + D]
-            dv = dkv[b * T + j, dvc:dvc + D]
-            for d in range(D):
-                dk[d] = zero
-                dv[d] = zero
-        for hh in range(H):
-            c0 = hh * Dh
-            for i in range(Tq):
-                g = dz[b * Tq + i, c0:c0 + Dh]
-                q = qs[b * Tq + i, qc + c0:qc + c0 + Dh]
-                gq = dq[b * Tq + i, dqc + c0:dqc + c0 + Dh]
-                rowdot = zero
-                for j in range(T):
-                    v = kvs[b * T + j, vc + c0:vc + c0 + Dh]
-                    s = zero
-                    for d in range(Dh):
-                        s += g[d] * v[d]
-                    ds[j] = s
-                    rowdot += s * pattern[b, hh, i, j]
-                for j in range(T):
-                    ds[j] = pattern[b, hh, i, j] * (ds[j] - rowdot) * scale
-                for d in range(Dh):
-                    gq[d] = zero
-                for j in range(T):
-                    s = ds[j]
-                    p = pattern[b, hh, i, j]
-                    k = kvs[b * T + j, kc + c0:kc + c0 + Dh]
-                    gk = dkv[b * T + j, dkc + c0:dkc + c0 + Dh]
-                    gv = dkv[b * T + j, dvc + c0:dvc + c0 + Dh]
-                    for d in range(Dh):
-                        gq[d] += s * k[d]
-                    for d in range(Dh):
-                        gk[d] += s * q[d]
-                    for d in range(Dh):
-                        gv[d] += p * g[d]
-        for i in range(Tq):
-            gq = dq[b * Tq + i, dqc:dqc + D]
-            for d in range(D):
-                dbq[d] += gq[d]
-        for j in range(T):
-            gk = dkv[b * T + j, dkc:dkc + D]
-            gv = dkv[b * T + j, dvc:dvc + D]
-            for d in range(D):
-                dbk[d] += gk[d]
-                dbv[d] += gv[d]
-
-
-@_jit
-def _ce_fwd_bwd(logits, targets, scale, dlogits):
-    """Softmax cross-entropy and its gradient in one pass over logits (M, C).
-
-    Returns the sum over rows of -log softmax(logits)[target] (accumulated in float64) and writes
-    dlogits = (softmax(logits) - onehot(targets)) * scale (scale = dloss / batch size).
-    """
-    M, C = logits.shape
-    zero = logits.dtype.type(0.0)
-    ninf = logits.dtype.type(-np.inf)
-    total = 0.0
-    for i in range(M):
-        m = ninf
-        for c in range(C):
-            if logits[i, c] > m:
-                m = logits[i, c]
-        tot = zero
-        for c in range(C):
-            e = _exp(logits[i, c] - m)
-            dlogits[i, c] = e
-            tot += e
-        tg = targets[i]
-        total -= logits[i, tg] - m - np.log(tot)
-        inv = scale / tot
-        for c in range(C):
-            dlogits[i, c] *= inv
-        dlogits[i, tg] -= scale
-    return total
-
-
-@_jit
-def _embed_bwd(tokens, dx, dwte, dwpe):
-    """Adds dx (B*T, D) into dwte rows tokens[b, t] and dwpe rows t (serial: rows collide)."""
-    B, T = tokens.shape
-    D = dx.shape[1]
-    for bi in range(B):
-        for t in range(T):
-            r = bi * T + t
-            tok = tokens[bi, t]
-            for d in range(D):
-                dwte[tok, d] += dx[r, d]
-                dwpe[t, d] += dx[r, d]
-
-
-@_jit
-def _add_into(dst, src):
-    """dst += src over 1-D arrays (the sum of gradient pieces, one slice per thread)."""
-    for i in range(dst.size):
-        dst[i] += src[i]
-
-
-@_jit
+@jit
 def _adamw(p, g, m, v, lr, b1, c1, b2, c2, eps, lr_wd, bc1, bc2, decay, trainable):
     for i in range(p.size):
         if trainable[i] != 0:
@@ -1076,112 +578,6 @@ def _adamw(p, g, m, v, lr, b1, c1, b2, c2, eps, lr_wd, bc1, bc2, decay, trainabl
             p[i] = pi - lr * (mi / bc1) / (np.sqrt(vi / bc2) + eps)
 
 
-# ---- thread policy -------------------------------------------------------------------------------
-# The model's hot path (a training step, an evaluation batch, the optimizer step) splits its work
-# into pieces that run on a small pool of Python threads: the caller's thread plus
-# `threads() - 1` pool threads. Inside a piece every kernel is serial and BLAS runs
-# single-threaded, so the only synchronization is one blocking wait at the end of a step. Thread
-# pools that spin while waiting for work (OpenMP's and OpenBLAS's) are kept out of the hot path:
-# on a shared machine two such pools of 2 threads each can slow a step down by 10-40x, and even
-# on an idle one they pay a wake-up per matmul. The number of pieces depends only on the batch
-# size, never on the thread count, so results are bit-identical for any number of threads.
-# numba's own parallel layer (prange) serves only the op-by-op kernels above, used outside the
-# hot path (hooks, direct calls).
-
-_pool = None
-_pool_size = 0
-_pool_pid = 0
-_pool_lock = threading.Lock()
-_blas = None
-_blas_saved: list = []
-_blas_depth = 0
-_blas_lock = threading.Lock()
-
-
-def threads() -> int:
-    """The thread budget of the hot path: numba's thread count for the calling thread (set by
-    NUMBA_NUM_THREADS or numba.set_num_threads, as the sweep executor does)."""
-    import numba
-
-    return max(1, int(numba.get_num_threads()))
-
-
-def run_tasks(tasks, n_threads: int | None = None) -> list:
-    """Run zero-argument callables, task k on thread k % n; returns their results in order.
-
-    The caller's thread runs its share itself; an exception in any task is raised here after
-    all tasks have finished. BLAS is limited to one thread while the tasks run.
-    """
-    global _pool, _pool_size, _pool_pid
-    n = min(len(tasks), n_threads if n_threads is not None else threads())
-    if n <= 1:
-        with single_threaded_blas():
-            return [t() for t in tasks]
-    with _pool_lock:
-        # A forked child inherits the pool object but none of its threads: it makes its own.
-        if _pool is None or _pool_size < n - 1 or _pool_pid != os.getpid():
-            from concurrent.futures import ThreadPoolExecutor
-
-            # The old pool is left to finish whatever it runs; its idle threads exit with it.
-            if _pool is not None and _pool_pid == os.getpid():
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="fourier_toy")
-            _pool_size, _pool_pid = n - 1, os.getpid()
-        pool = _pool
-
-    def share(j):
-        return [tasks[k]() for k in range(j, len(tasks), n)]
-
-    with single_threaded_blas():
-        futures = [pool.submit(share, j) for j in range(1, n)]
-        try:
-            mine = share(0)
-        finally:
-            done = [f.exception() for f in futures]  # waits for every thread
-        errors = [e for e in done if e is not None]
-        if errors:
-            raise errors[0]
-    shares = [mine] + [f.result() for f in futures]
-    return [shares[k % n][k // n] for k in range(len(tasks))]
-
-
-class single_threaded_blas:
-    """Context manager: the BLAS libraries loaded at its first use (numpy's, which the fused
-    path's matmuls run on) limited to one thread, restored when the last of any concurrently
-    open contexts exits.
-
-    Uses threadpoolctl when it is installed; without it BLAS keeps its threads (correct, slower
-    on a busy machine)."""
-
-    def __enter__(self):
-        global _blas, _blas_saved, _blas_depth
-        with _blas_lock:
-            if _blas is None:
-                try:
-                    from threadpoolctl import ThreadpoolController
-
-                    _blas = ThreadpoolController().select(user_api="blas").lib_controllers
-                except Exception:  # threadpoolctl absent or unusable
-                    _blas = []
-            if _blas_depth == 0:
-                _blas_saved = [(lib, lib.num_threads) for lib in _blas]
-                for lib, n in _blas_saved:
-                    if n != 1:
-                        lib.set_num_threads(1)
-            _blas_depth += 1
-        return self
-
-    def __exit__(self, *exc):
-        global _blas_depth
-        with _blas_lock:
-            _blas_depth -= 1
-            if _blas_depth == 0:
-                for lib, n in _blas_saved:
-                    if n != 1:
-                        lib.set_num_threads(n)
-        return False
-
-
 def adamw_update(params, grads, m, v, lr, b1, b2, eps, wd, decay_mask_f32, trainable_mask_f32, t):
     """One AdamW step (PyTorch semantics) on flat buffers, in place on params, m and v.
 
@@ -1194,7 +590,7 @@ def adamw_update(params, grads, m, v, lr, b1, b2, eps, wd, decay_mask_f32, train
     """
     fn = "adamw_update"
     for name, a in (("params", params), ("m", m), ("v", v)):
-        if not isinstance(a, np.ndarray) or a.dtype not in _FLOATS:
+        if not isinstance(a, np.ndarray) or a.dtype not in FLOATS:
             raise DataError(f"{fn}: {name} must be a float32 or float64 numpy array")
         if not (a.flags.c_contiguous and a.flags.writeable):
             raise DataError(f"{fn}: {name} must be C-contiguous and writable (updated in place)")
@@ -1234,7 +630,7 @@ _MIN_SLICE = 1 << 16  # elementwise work below this many entries stays on one th
 
 # ---- warm-up -----------------------------------------------------------------------------------
 
-def warmup(dtypes=_FLOATS):
+def warmup(dtypes=FLOATS):
     """Compile (or load from the cache) every kernel for the given dtypes (default float32 and
     float64) on tiny inputs, the fused ones through a tiny model's training step and forward
     pass. Training needs float32 only; float64 serves the gradient checks."""

@@ -20,7 +20,7 @@ Two execution paths give the same results (to float rounding):
   numba twin in turn, with the oracle's caches;
 - fused (the numba backend's `loss_and_grad`, and `forward`/`backward` without hooks at the last
   position): a batch is split into pieces by its size alone, each piece runs forward and backward
-  on its own thread with serial fused kernels (`kernels.py`), single-threaded BLAS and
+  on its own thread with serial fused kernels (`fused.py`), single-threaded BLAS and
   preallocated buffers, and the pieces' gradients are summed in a fixed order, so results do not
   depend on the number of threads. A forward of this path keeps no activations; a `backward`
   after it recomputes them.
@@ -348,7 +348,7 @@ def _per_layer(views: dict, n_layers: int) -> list[tuple]:
 
 
 class _FusedPath:
-    """Last-position logits, loss and gradients of a GPT with the fused kernels of kernels.py.
+    """Last-position logits, loss and gradients of a GPT with the fused kernels of fused.py.
 
     Per piece of B examples (N = B*T rows, example-major), block l < L-1 runs
         qkv = a @ W_attn                     a = LN1(x), fused with the previous residual add
@@ -364,7 +364,8 @@ class _FusedPath:
 
     def __init__(self, model: GPT):
         self.model = model
-        self.K = importlib.import_module(".kernels", __package__)
+        self.fused = importlib.import_module(".fused", __package__)
+        self.threads = importlib.import_module(".threads", __package__)
         self.dtype = model.params.dtype
         self.eps = self.dtype.type(ops.LN_EPS)
         self.D, self.H, self.L = model.cfg.d_model, model.n_heads, model.cfg.n_layers
@@ -417,7 +418,7 @@ class _FusedPath:
         out = np.empty((B, self.model.p), dtype=self.dtype)
         bounds = piece_bounds(B, train=False)
         P = len(bounds) - 1
-        W = min(self.K.threads(), P)
+        W = min(self.threads.threads(), P)
 
         def work(j):
             ws = self._ws(j)
@@ -426,7 +427,7 @@ class _FusedPath:
                 if hi > lo:
                     self._forward(ws, tok[lo:hi], keep=False, out=out[lo:hi])
 
-        self.K.run_tasks([(lambda j=j: work(j)) for j in range(W)], W)
+        self.threads.run_tasks([(lambda j=j: work(j)) for j in range(W)], W)
         return out
 
     def loss_and_grad(self, tokens, targets) -> float:
@@ -448,7 +449,7 @@ class _FusedPath:
         """Run piece_fn(workspace, k, lo, hi) for every training piece k, then sum the gradients."""
         bounds = piece_bounds(len(tok))
         P = len(bounds) - 1
-        W = min(self.K.threads(), P)
+        W = min(self.threads.threads(), P)
         results = [0.0] * P
 
         def work(j):
@@ -456,7 +457,7 @@ class _FusedPath:
             for k in range(j, P, W):
                 results[k] = piece_fn(ws, k, bounds[k], bounds[k + 1])
 
-        self.K.run_tasks([(lambda j=j: work(j)) for j in range(W)], W)
+        self.threads.run_tasks([(lambda j=j: work(j)) for j in range(W)], W)
         if P > 1:
             g0 = self.model.grads
             extra = [self._grads(k)[0] for k in range(1, P)]
@@ -466,9 +467,9 @@ class _FusedPath:
 
             def add(lo, hi):
                 for e in extra:  # a fixed order: piece 1, 2, ...
-                    self.K._add_into(g0[lo:hi], e[lo:hi])
+                    self.fused.add_into(g0[lo:hi], e[lo:hi])
 
-            self.K.run_tasks([(lambda i=i: add(cuts[i], cuts[i + 1])) for i in range(S)], S)
+            self.threads.run_tasks([(lambda i=i: add(cuts[i], cuts[i + 1])) for i in range(S)], S)
         return results
 
     # ---- one piece -------------------------------------------------------------------------------
@@ -476,7 +477,7 @@ class _FusedPath:
     def _train_piece(self, ws, k, tok, tg, scale) -> float:
         logits, cache = self._forward(ws, tok, keep=True)
         dlogits = ws.get("dlogits", *logits.shape)
-        loss_sum = self.K._ce_fwd_bwd(logits, tg, scale, dlogits)
+        loss_sum = self.fused.ce_fwd_bwd(logits, tg, scale, dlogits)
         self._backward(ws, k, tok, dlogits, cache)
         return loss_sum
 
@@ -487,7 +488,7 @@ class _FusedPath:
 
     def _forward(self, ws, tok, keep: bool, out=None):
         """tok (B, T) intp -> logits (B, p), and with keep=True the activations for _backward."""
-        K, m = self.K, self.model
+        fused, m = self.fused, self.model
         D, H, L, eps = self.D, self.H, self.L, self.eps
         B, T = tok.shape
         N, F = B * T, 4 * D
@@ -495,7 +496,7 @@ class _FusedPath:
         key = (lambda s, l: f"{s}{l}") if keep else (lambda s, l: s)  # evaluation reuses buffers
         w, layers = m.w, self.layers
         x, a, mu, rs = get(key("x", 0), N, D), get(key("a", 0), N, D), get(key("mu", 0), N), get(key("rs", 0), N)
-        K._embed_ln_fwd(tok, w["wte.weight"], w["wpe.weight"], layers[0][0], layers[0][1], eps, x, a, mu, rs)
+        fused.embed_ln_fwd(tok, w["wte.weight"], w["wpe.weight"], layers[0][0], layers[0][1], eps, x, a, mu, rs)
         cache = []
         for l in range(L):
             _, _, Wa, ba, Wp, bp, ln2w, ln2b, Wf, bf, Wm, bm = layers[l]
@@ -503,7 +504,7 @@ class _FusedPath:
                 qkv = get(key("qkv", l), N, 3 * D)
                 np.matmul(a, Wa, out=qkv)
                 z, pat = get(key("z", l), N, D), get(key("pat", l), B, H, T, T)
-                K._attn_fwd(qkv, 0, qkv, D, 2 * D, ba, H, T, z, pat)
+                fused.attn_fwd(qkv, 0, qkv, D, 2 * D, ba, H, T, z, pat)
                 rows, step, qs, kvs = N, 1, qkv, qkv
             else:  # the last block: keys and values everywhere, the rest at the last position
                 kvs = get("kv", N, 2 * D)
@@ -511,23 +512,23 @@ class _FusedPath:
                 qs = get("q", B, D)
                 np.matmul(a.reshape(B, T, D)[:, T - 1], Wa[:, :D], out=qs)
                 z, pat = get("zl", B, D), get("patl", B, H, 1, T)
-                K._attn_fwd(qs, 0, kvs, 0, D, ba, H, T, z, pat)
+                fused.attn_fwd(qs, 0, kvs, 0, D, ba, H, T, z, pat)
                 rows, step = B, T
             y = get("y", rows, D)
             np.matmul(z, Wp, out=y)
             rm, mm = get(key("rm", l), rows, D), get(key("m", l), rows, D)
             mu2, rs2 = get(key("mu2_", l), rows), get(key("rs2_", l), rows)
-            K._res_ln_fwd(x, step, y, bp, ln2w, ln2b, eps, rm, mm, mu2, rs2)
+            fused.res_ln_fwd(x, step, y, bp, ln2w, ln2b, eps, rm, mm, mu2, rs2)
             hpre, act = get(key("h", l), rows, F), get(key("act", l), rows, F)
             np.matmul(mm, Wf, out=hpre)
-            K._gelu_bias_fwd(hpre, bf, act)
+            fused.gelu_bias_fwd(hpre, bf, act)
             np.matmul(act, Wm, out=y)
             nw, nb = (layers[l + 1][0], layers[l + 1][1]) if l < L - 1 else (w["ln_f.weight"], w["ln_f.bias"])
             if keep:
                 cache.append((x, a, mu, rs, qs, kvs, z, pat, rm, mm, mu2, rs2, hpre, act))
             x, a = get(key("x", l + 1), rows, D), get(key("a", l + 1), rows, D)
             mu, rs = get(key("mu", l + 1), rows), get(key("rs", l + 1), rows)
-            K._res_ln_fwd(rm, 1, y, bm, nw, nb, eps, x, a, mu, rs)
+            fused.res_ln_fwd(rm, 1, y, bm, nw, nb, eps, x, a, mu, rs)
         logits = out if out is not None else get("logits", B, m.p)
         np.matmul(a, m.W_U.T, out=logits)
         cache.append((x, a, mu, rs))
@@ -535,7 +536,7 @@ class _FusedPath:
 
     def _backward(self, ws, k, tok, dlogits, cache) -> None:
         """Gradients of piece k into its gradient buffer, from dlogits (B, p) and _forward's cache."""
-        K, m = self.K, self.model
+        fused, m = self.fused, self.model
         D, H, L = self.D, self.H, self.L
         B, T = tok.shape
         N, F, p = B * T, 4 * D, m.p
@@ -552,7 +553,7 @@ class _FusedPath:
         dx = get("dxf", B, D)
         dhf = get("dhf", B, D)
         np.matmul(dlogits, m.W_U, out=dhf)
-        K._ln_res_bwd(dhf, empty, 1, xf, muf, rsf, m.w["ln_f.weight"], empty, 1, dx,
+        fused.ln_res_bwd(dhf, empty, 1, xf, muf, rsf, m.w["ln_f.weight"], empty, 1, dx,
                       gv["ln_f.weight"], gv["ln_f.bias"], gl[L - 1][11])
 
         for l in reversed(range(L)):
@@ -565,12 +566,12 @@ class _FusedPath:
             dact = get("dact", rows, F)
             np.matmul(dx, Wm.T, out=dact)
             dh = get("dh", rows, F)
-            K._gelu_bias_bwd(dact, hpre, dh, gbf)
+            fused.gelu_bias_bwd(dact, hpre, dh, gbf)
             np.matmul(mm.T, dh, out=gWf)
             dm = get("dm", rows, D)
             np.matmul(dh, Wf.T, out=dm)
             drm = get("drm", rows, D)
-            K._ln_res_bwd(dm, empty, 1, rm, mu2, rs2, ln2w, dx, 1, drm, g_ln2w, g_ln2b, gbp)
+            fused.ln_res_bwd(dm, empty, 1, rm, mu2, rs2, ln2w, dx, 1, drm, g_ln2w, g_ln2b, gbp)
             # attention
             np.matmul(z.T, drm, out=gWp)
             dz = get("dz", rows, D)
@@ -578,13 +579,13 @@ class _FusedPath:
             da = get("da", N, D)
             if l < L - 1:
                 dqkv = get("dqkv", N, 3 * D)
-                K._attn_bwd(dz, qs, 0, kvs, D, 2 * D, pat, H, T, dqkv, 0, dqkv, D, 2 * D, gba)
+                fused.attn_bwd(dz, qs, 0, kvs, D, 2 * D, pat, H, T, dqkv, 0, dqkv, D, 2 * D, gba)
                 np.matmul(a.T, dqkv, out=gWa)
                 np.matmul(dqkv, Wa.T, out=da)
                 da_last, step = empty, 1
             else:
                 dq, dkv = get("dq", B, D), get("dkv", N, 2 * D)
-                K._attn_bwd(dz, qs, 0, kvs, 0, D, pat, H, T, dq, 0, dkv, 0, D, gba)
+                fused.attn_bwd(dz, qs, 0, kvs, 0, D, pat, H, T, dq, 0, dkv, 0, D, gba)
                 np.matmul(a.reshape(B, T, D)[:, T - 1].T, dq, out=gWa[:, :D])
                 np.matmul(a.T, dkv, out=gWa[:, D:])
                 np.matmul(dkv, Wa[:, D:].T, out=da)
@@ -593,10 +594,10 @@ class _FusedPath:
                 step = T
             dx = get(f"dx{l % 2}", N, D)
             dsum = gl[l - 1][11] if l > 0 else get("dsum", D)
-            K._ln_res_bwd(da, da_last, T, x, mu, rs, ln1w, drm, step, dx, g_ln1w, g_ln1b, dsum)
+            fused.ln_res_bwd(da, da_last, T, x, mu, rs, ln1w, drm, step, dx, g_ln1w, g_ln1b, dsum)
 
         gwte, gwpe = gv["wte.weight"], gv["wpe.weight"]
         if not m.cfg.tied:
             gwte[...] = 0
         gwpe[...] = 0
-        K._embed_bwd(tok, dx, gwte, gwpe)
+        fused.embed_bwd(tok, dx, gwte, gwpe)

@@ -1,0 +1,168 @@
+"""The numba policy: the compile options every kernel uses, and the float32 `exp` and `tanh`
+they inline.
+
+Transcendentals: float32 uses the vectorizable approximations below (a few ulp; the C library's
+scalar calls would cost more than the whole op); float64, used for gradient checks, calls the C
+library. Both kernel modules (`kernels.py`, op by op, and `fused.py`, the training path) compile
+with these options only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+__all__ = ["FASTMATH", "FLOATS", "GELU_C", "GELU_K", "JIT_OPTIONS", "exp", "jit", "pjit", "tanh"]
+
+# fastmath without 'nnan' and 'ninf': causal masks are -inf and NaN must propagate, so the
+# compiler may not assume either away.
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+# error_model="numpy": float division by zero gives inf/NaN as in numpy rather than raising, and
+# leaves loops free of the checks that block vectorization. cache=True: a second run reuses the
+# compiled code from __pycache__.
+JIT_OPTIONS = {"cache": True, "fastmath": set(FASTMATH), "error_model": "numpy", "nogil": True}
+jit = njit(**JIT_OPTIONS)
+# parallel=True only for kernels whose prange iterations write disjoint rows or column blocks;
+# reductions across rows go through per-block partial rows, summed afterwards in a fixed order,
+# so results do not depend on the thread count.
+pjit = njit(parallel=True, **JIT_OPTIONS)
+# Helpers inlined into kernels (the float32 exp/tanh) get the same floating-point flags.
+OVERLOAD_OPTIONS = {"fastmath": set(FASTMATH), "error_model": "numpy"}
+
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # the dtypes kernels accept
+GELU_C = math.sqrt(2.0 / math.pi)  # GPT-2's tanh GELU: 0.5 x (1 + tanh(GELU_C (x + GELU_K x^3)))
+GELU_K = 0.044715
+
+
+# ---- float32 transcendentals -------------------------------------------------------------------
+# Written as branch-free arithmetic so loops over them vectorize. Comparisons are arranged so a
+# NaN input fails every test and flows through the arithmetic to a NaN output.
+
+@intrinsic
+def _pow2_f32(typingctx, nf):
+    """2.0**n as float32 for an integer-valued float32 n in [-126, 127], by building the bits."""
+    if nf != types.float32:
+        return None
+    sig = types.float32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        n = builder.fptosi(args[0], i32)
+        bits = builder.shl(builder.add(n, ir.Constant(i32, 127)), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return sig, codegen
+
+
+_F32 = np.float32
+_LOG2E = _F32(1.4426950408889634)
+_LN2_HI = _F32(0.693359375)  # Cody-Waite split of ln 2: n * _LN2_HI is exact
+_LN2_LO = _F32(-2.12194440e-4)
+_EXP_C = tuple(_F32(1.0 / math.factorial(i)) for i in range(10))
+_F32_HALF, _F32_ZERO, _F32_ONE, _F32_INF = _F32(0.5), _F32(0.0), _F32(1.0), _F32(np.inf)
+_F32_EXP_LO, _F32_EXP_HI = _F32(-104.0), _F32(89.0)
+_F32_N_LO, _F32_N_HI = _F32(-150.0), _F32(127.0)
+
+
+def _exp32_impl(x):
+    # exp(x) = 2**n * exp(f) with n = round(x / ln 2). n stays <= 127 so that no product of the
+    # powers of two overflows, whichever order 'reassoc' multiplies them in; f then reaches
+    # 0.7 near the top of the range, which the degree-9 polynomial still covers.
+    r = x * _LOG2E
+    if r < _F32_N_LO:
+        r = _F32_N_LO
+    if r > _F32_N_HI:
+        r = _F32_N_HI
+    nf = np.floor(r + _F32_HALF)
+    if nf != nf:  # NaN: keep the integer conversion defined; f stays NaN
+        nf = _F32_ZERO
+    f = (x - nf * _LN2_HI) - nf * _LN2_LO
+    p = _EXP_C[9]
+    p = p * f + _EXP_C[8]
+    p = p * f + _EXP_C[7]
+    p = p * f + _EXP_C[6]
+    p = p * f + _EXP_C[5]
+    p = p * f + _EXP_C[4]
+    p = p * f + _EXP_C[3]
+    p = p * f + _EXP_C[2]
+    p = p * f + _EXP_C[1]
+    p = p * f + _EXP_C[0]
+    # Two factors keep each 2**n normal, so results down to the denormals come out right.
+    h = np.floor(nf * _F32_HALF)
+    res = p * _pow2_f32(h) * _pow2_f32(nf - h)
+    if x < _F32_EXP_LO:
+        res = _F32_ZERO
+    if x > _F32_EXP_HI:
+        res = _F32_INF
+    return res
+
+
+# Rational minimax approximation of tanh on [-7.9988, 7.9988] (the one Eigen uses for float32;
+# max relative error about 3.5e-7). Beyond 9.1 float32 tanh rounds to +-1 exactly.
+_TANH_A = tuple(_F32(c) for c in (
+    4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+    -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16))
+_TANH_B = tuple(_F32(c) for c in (
+    4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06))
+_TANH_CLAMP, _TANH_SAT, _TANH_TINY = _F32(7.99881172180175781), _F32(9.1), _F32(0.0004)
+
+
+def _tanh32_impl(x):
+    xc = x
+    if xc > _TANH_CLAMP:
+        xc = _TANH_CLAMP
+    if xc < -_TANH_CLAMP:
+        xc = -_TANH_CLAMP
+    x2 = xc * xc
+    p = _TANH_A[6]
+    p = p * x2 + _TANH_A[5]
+    p = p * x2 + _TANH_A[4]
+    p = p * x2 + _TANH_A[3]
+    p = p * x2 + _TANH_A[2]
+    p = p * x2 + _TANH_A[1]
+    p = p * x2 + _TANH_A[0]
+    q = _TANH_B[3]
+    q = q * x2 + _TANH_B[2]
+    q = q * x2 + _TANH_B[1]
+    q = q * x2 + _TANH_B[0]
+    res = xc * p / q
+    if abs(x) < _TANH_TINY:
+        res = x
+    if x > _TANH_SAT:
+        res = _F32_ONE
+    if x < -_TANH_SAT:
+        res = -_F32_ONE
+    return res
+
+
+def exp(x):
+    """exp for kernels: the float32 approximation above, or the C library for float64."""
+    return math.exp(x)
+
+
+def tanh(x):
+    """tanh for kernels: the float32 approximation above, or the C library for float64."""
+    return math.tanh(x)
+
+
+@overload(exp, jit_options=OVERLOAD_OPTIONS)
+def _exp_overload(x):
+    if x == types.float32:
+        return _exp32_impl
+    if isinstance(x, types.Float):
+        return lambda x: math.exp(x)
+    return None
+
+
+@overload(tanh, jit_options=OVERLOAD_OPTIONS)
+def _tanh_overload(x):
+    if x == types.float32:
+        return _tanh32_impl
+    if isinstance(x, types.Float):
+        return lambda x: math.tanh(x)
+    return None
+

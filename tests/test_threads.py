@@ -1,0 +1,82 @@
+"""The thread policy of the hot path (threads.py): the task pool and single-threaded BLAS."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from fourier_toy import kernels, threads
+from fourier_toy.errors import DataError
+
+
+def test_run_tasks_returns_results_in_order_and_raises_task_errors():
+    import threading
+
+    names = threads.run_tasks([(lambda i=i: (i, threading.current_thread().name)) for i in range(5)], 2)
+    assert [r[0] for r in names] == list(range(5))
+    assert names[0][1] == names[2][1] == threading.current_thread().name  # the caller runs its share
+    assert names[1][1] != names[0][1]
+
+    def boom():
+        raise DataError("boom")
+
+    with pytest.raises(DataError, match="boom"):
+        threads.run_tasks([lambda: 1, boom, lambda: 3], 2)
+
+
+def test_single_threaded_blas_restores_the_thread_count():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threads.single_threaded_blas():
+        pass
+    # The libraries it controls: numpy's BLAS (loaded when it is first used), which the fused
+    # path's matmuls run on; a BLAS loaded later by another package is not the hot path's.
+    mine = {lib.filepath for lib in threads._blas}
+    assert mine
+
+    def counts():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["filepath"] in mine]
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = counts()
+        with threads.single_threaded_blas():
+            with threads.single_threaded_blas():  # nested: the outer context restores
+                pass
+            inside = counts()
+        after = counts()
+    assert inside == [1] * len(before) and after == before
+
+
+def test_adamw_slices_give_the_same_bits_as_one_pass():
+    rng = np.random.default_rng(5)
+    n = 3 * (1 << 16) + 7  # several slices
+    p = rng.standard_normal(n).astype(np.float32)
+    g, decay = rng.standard_normal(n).astype(np.float32), (rng.random(n) < 0.5).astype(np.float32)
+    ones = np.ones(n, np.float32)
+    results = []
+    for n_threads in (1, 3):
+        pp, m, v = p.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)
+        before = numba.get_num_threads()
+        try:
+            numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+            kernels.adamw_update(pp, g, m, v, 1e-3, 0.9, 0.98, 1e-8, 0.01, decay, ones, 1)
+        finally:
+            numba.set_num_threads(before)
+        results.append((pp, m, v))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_run_tasks_works_in_a_forked_child():
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    threads.run_tasks([lambda: 1, lambda: 2], 2)  # the parent's pool exists before the fork
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(_in_child).get(timeout=60) == [0, 1, 4]  # a hang fails
+
+
+def _in_child():
+    return threads.run_tasks([(lambda i=i: i * i) for i in range(3)], 2)
