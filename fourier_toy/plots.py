@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,8 @@ from .errors import DataError
 from .fourier import format_period
 from .runs import atomic_write_bytes, read_jsonl
 
-__all__ = ["KEY_PERIODS", "plot_spectrum", "plot_spectra", "plot_module_spectra", "plot_lens", "plot_lenses",
-           "plot_ablation",
-           "plot_errors", "plot_probes", "plot_training"]
+__all__ = ["KEY_PERIODS", "mean_band", "plot_spectrum", "plot_spectra", "plot_module_spectra", "plot_lens",
+           "plot_lenses", "plot_ablation", "plot_errors", "plot_probes", "plot_training"]
 
 KEY_PERIODS = (2.0, 2.5, 5.0, 10.0)
 _COLORS = {"toy": "tab:blue", "reference": "tab:gray"}
@@ -228,21 +228,54 @@ def _records(source) -> list[dict]:
     return list(source)
 
 
-def plot_training(curves: dict, path, split: str = "test", key: str = "acc") -> Path:
-    """Training curves: {condition label: run directory, metrics.jsonl path or list of records}.
+def _is_group(source) -> bool:
+    """A list or tuple of runs (paths or record lists), as opposed to one run's list of records."""
+    return isinstance(source, (list, tuple)) and bool(source) and not isinstance(source[0], dict)
 
-    Plots ``split`` accuracy (``key``) against step; several runs of one condition can be given as
-    separate labels.
+
+def mean_band(series: list[dict]) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """Runs' {step: value} -> (steps, mean, min, max) over the runs at the union of their steps.
+
+    A run that stopped early (or was evaluated less often) keeps its last value; before its first
+    value it does not count. Empty input gives empty arrays.
+    """
+    steps = sorted(set().union(*series)) if series else []
+    table = np.full((len(series), len(steps)), np.nan)
+    for i, c in enumerate(series):
+        last = np.nan
+        for j, s in enumerate(steps):
+            last = c.get(s, last)
+            table[i, j] = last
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no run has started yet
+        return steps, np.nanmean(table, axis=0), np.nanmin(table, axis=0), np.nanmax(table, axis=0)
+
+
+def plot_training(curves: dict, path, split: str = "test", key: str = "acc", title: str | None = None) -> Path:
+    """Training curves: {condition label: one run or a list of runs}, a run being a run directory,
+    a metrics.jsonl path or a list of records.
+
+    Plots ``split`` accuracy (``key``) against step: one line per run, or for a list of runs their
+    mean (see mean_band) shaded between their min and max, labelled with the number of runs.
     """
     if not curves:
         raise DataError("curves: give at least one condition")
     fig, axes = _new(1, 1, size=(7.0, 4.2))
     ax = axes[0, 0]
     for label, src in curves.items():
-        recs = [r for r in _records(src) if isinstance(r.get(split), dict) and r[split].get(key) is not None]
-        ax.plot([r["step"] for r in recs], [r[split][key] for r in recs], label=str(label), lw=1.2)
+        runs = list(src) if _is_group(src) else [src]
+        series = [{r["step"]: r[split][key] for r in _records(run)
+                   if isinstance(r.get(split), dict) and r[split].get(key) is not None} for run in runs]
+        steps, mean, lo, hi = mean_band(series)
+        name = f"{label} (n={len(runs)})" if _is_group(src) else str(label)
+        (line,) = ax.plot(steps, mean, label=name, lw=1.2)
+        if len(runs) > 1:
+            ax.fill_between(steps, lo, hi, alpha=0.15, color=line.get_color(), linewidth=0)
     ax.set_xlabel("step")
     ax.set_ylabel(f"{split} {key}")
     ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
     return _save(fig, path)

@@ -401,8 +401,8 @@ def figures(summary: dict, out: Path) -> None:
         plots.plot_ablation(diag[main]["ablate"], fig_dir / f"table1_{main}.png", reference=ref_rows)
         plots.plot_errors(diag[main]["ablate"], fig_dir / f"errors_{main}.png", max_abs=60)
     plots.plot_lenses({n: d["lens"] for n, d in diag.items()}, fig_dir / "lens.png")
-    plots.plot_training({f"{n} seed {r['seed']}": r["dir"] for n, rs in runs.items() for r in rs},
-                        fig_dir / "training_curves.png")
+    plots.plot_training({n: [r["dir"] for r in rs] for n, rs in runs.items() if rs}, fig_dir / "training_curves.png",
+                        title="test accuracy by condition, mean over seeds (band: min-max)")
 
 
 def write(out, extra: dict | None = None) -> dict:

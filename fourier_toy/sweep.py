@@ -703,51 +703,15 @@ def format_report(rep: dict) -> str:
 
 
 def plot_curves(rep: dict, path) -> None:
-    """Test accuracy against step, the mean over each condition's seeds (a run that stopped early
-    keeps its last value), shaded between the seeds' min and max; written atomically as PNG."""
-    import io
+    """Test accuracy against step per condition: the mean over its seeds, shaded between their
+    min and max (plots.plot_training); written atomically as PNG."""
+    from .plots import plot_training
 
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from .runs import atomic_write_bytes, read_jsonl
-
-    out = Path(rep["dir"])
-    fig = Figure(figsize=(7, 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for g in rep["groups"]:
-        curves = []
-        for rid in g["runs"]:
-            hist = [r for r in read_jsonl(out / RUNS / rid / "metrics.jsonl") if (r.get("test") or {}).get("n")]
-            curves.append({r["step"]: r["test"]["acc"] for r in hist})
-        if not any(curves):
-            continue
-        steps = sorted(set().union(*curves))
-        table = np.full((len(curves), len(steps)), np.nan)
-        for i, c in enumerate(curves):
-            last = np.nan
-            for j, s in enumerate(steps):
-                last = c.get(s, last)
-                table[i, j] = last
-        mean = np.nanmean(table, axis=0)
-        label = _describe(g["condition"]) if g["condition"] else "all runs"
-        (line,) = ax.plot(steps, mean, label=f"{label} (n={len(curves)})")
-        if len(curves) > 1:
-            ax.fill_between(steps, np.nanmin(table, axis=0), np.nanmax(table, axis=0), alpha=0.15,
-                            color=line.get_color(), linewidth=0)
-    ax.set_xlabel("step")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=7, loc="best")
-    ax.set_title("test accuracy, mean over seeds (band: min-max)")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    runs = Path(rep["dir"]) / RUNS
+    curves = {(_describe(g["condition"]) if g["condition"] else "all runs"): [runs / rid for rid in g["runs"]]
+              for g in rep["groups"] if g["runs"]}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
+    plot_training(curves or {"no runs yet": []}, path, title="test accuracy, mean over seeds (band: min-max)")
 
 
 def write_report(out) -> dict:

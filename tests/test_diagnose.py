@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fourier_toy import diagnose, plots
 from fourier_toy.errors import CheckpointError, ConfigError, DataError
@@ -146,6 +148,8 @@ def test_every_plot_writes_a_png(tiny_run, tmp_path):
         plots.plot_probes(probes, tmp_path / "probes.png"),
         plots.plot_training({"fourier": tiny_run.path, "again": tiny_run.path / "metrics.jsonl"},
                             tmp_path / "curves.png"),
+        plots.plot_training({"seeds": [tiny_run.path, tiny_run.path / "metrics.jsonl"]}, tmp_path / "band.png",
+                            title="mean over seeds"),
     ]
     for p in outs:
         assert is_png(p), p
@@ -171,3 +175,15 @@ def test_plots_survive_edge_cases(tmp_path):
         plots.plot_training({}, tmp_path / "none.png")
     with pytest.raises(CheckpointError):
         plots.plot_errors(abl, tmp_path / "no_such_dir" / "x.png")
+
+
+@given(st.lists(st.dictionaries(st.integers(0, 50), st.floats(0, 1), min_size=1, max_size=8), min_size=1, max_size=4))
+def test_mean_band_carries_each_run_forward_and_brackets_the_mean(series):
+    steps, mean, lo, hi = plots.mean_band(series)
+    assert steps == sorted(set().union(*series))
+    for j, s in enumerate(steps):
+        # Each run's value at s: its own, else its last one before s; runs not yet started drop out.
+        vals = [c[max(k for k in c if k <= s)] for c in series if min(c) <= s]
+        assert mean[j] == pytest.approx(np.mean(vals))
+        assert lo[j] == min(vals) and hi[j] == max(vals)
+        assert lo[j] <= mean[j] + 1e-12 and mean[j] <= hi[j] + 1e-12
