@@ -22,32 +22,41 @@ from fourier_toy.jit import GELU_C, GELU_K, exp, jit, tanh
 
 
 @jit
+def _normalize_row(x, r, total, lnw, lnb, eps, a, mean, rstd):
+    """a[r] = LayerNorm(x[r]) with (lnw, lnb), given total = sum(x[r]); keeps mean[r], rstd[r].
+    A plain call, not numba's inline="always": inlined, the caller's vectorizer regroups the
+    sums and the float32 results change in the last bits."""
+    D = x.shape[1]
+    zero = x.dtype.type(0.0)
+    inv_d = x.dtype.type(1.0) / x.dtype.type(D)
+    mu = total * inv_d
+    var = zero
+    for d in range(D):
+        c = x[r, d] - mu
+        var += c * c
+    rs = x.dtype.type(1.0) / np.sqrt(var * inv_d + eps)
+    mean[r] = mu
+    rstd[r] = rs
+    for d in range(D):
+        a[r, d] = (x[r, d] - mu) * rs * lnw[d] + lnb[d]
+
+
+@jit
 def embed_ln_fwd(tokens, wte, wpe, lnw, lnb, eps, x, a, mean, rstd):
     """x[b*T + t] = wte[tokens[b, t]] + wpe[t]; a = LayerNorm(x) with (lnw, lnb); per-row
     mean and rstd kept for the backward pass."""
     B, T = tokens.shape
     D = wte.shape[1]
-    zero = x.dtype.type(0.0)
-    inv_d = x.dtype.type(1.0) / x.dtype.type(D)
     for bi in range(B):
         for t in range(T):
             r = bi * T + t
             tok = tokens[bi, t]
-            s = zero
+            s = x.dtype.type(0.0)
             for d in range(D):
                 v = wte[tok, d] + wpe[t, d]
                 x[r, d] = v
                 s += v
-            mu = s * inv_d
-            var = zero
-            for d in range(D):
-                c = x[r, d] - mu
-                var += c * c
-            rs = x.dtype.type(1.0) / np.sqrt(var * inv_d + eps)
-            mean[r] = mu
-            rstd[r] = rs
-            for d in range(D):
-                a[r, d] = (x[r, d] - mu) * rs * lnw[d] + lnb[d]
+            _normalize_row(x, r, s, lnw, lnb, eps, a, mean, rstd)
 
 
 @jit
@@ -55,25 +64,14 @@ def res_ln_fwd(base, step, y, bias, lnw, lnb, eps, out, a, mean, rstd):
     """out[i] = base[i*step + step - 1] + y[i] + bias (a residual add after a projection);
     a = LayerNorm(out) with (lnw, lnb); per-row mean and rstd kept for the backward pass."""
     M, D = y.shape
-    zero = y.dtype.type(0.0)
-    inv_d = y.dtype.type(1.0) / y.dtype.type(D)
     for i in range(M):
         br = i * step + step - 1
-        s = zero
+        s = y.dtype.type(0.0)
         for d in range(D):
             v = base[br, d] + y[i, d] + bias[d]
             out[i, d] = v
             s += v
-        mu = s * inv_d
-        var = zero
-        for d in range(D):
-            c = out[i, d] - mu
-            var += c * c
-        rs = y.dtype.type(1.0) / np.sqrt(var * inv_d + eps)
-        mean[i] = mu
-        rstd[i] = rs
-        for d in range(D):
-            a[i, d] = (out[i, d] - mu) * rs * lnw[d] + lnb[d]
+        _normalize_row(out, i, s, lnw, lnb, eps, a, mean, rstd)
 
 
 @jit
