@@ -19,6 +19,10 @@ from .experiments import DIAGNOSTICS
 from .runs import atomic_write_json, atomic_write_text
 
 REPRODUCED, PARTLY, NOT = "reproduced", "partly", "not reproduced"
+# A null-space filter whose M has full column rank (dim null(M) = 0) maps every module output to
+# zero whatever the model computes, so a claim that rests on it is not evidence either way.
+UNMEASURABLE = "not measurable"
+_NULL_NOTE = "; a direction whose filter leaves dim null(M) = 0 in some seed is not measurable"
 KEY_PERIODS = ("10", "5", "2.5", "2")
 # Conditions whose number embedding carries Fourier features by construction or pre-training.
 FEATURED = ("fourier_frozen", "pretrained_frozen")
@@ -163,31 +167,44 @@ def claim_table1(runs, name: str) -> dict:
                      "frac_x10": stat(_vals(rs, lambda s: _abl(s, m, r, "frac_x10"))),
                      "frac_below_6": stat(_vals(rs, lambda s: _abl(s, m, r, "frac_below_6")))})
 
-    def every(a, b):  # acc(a) < acc(b) in every seed
+    def every(a, b):  # acc(a) < acc(b) in every seed; None when a filter erased everything
+        if not all(_abl(r["summary"], *k, "dim_null") > 0 for r in rs for k in (a, b)):
+            return None
         pairs = [(_abl(r["summary"], *a, "acc"), _abl(r["summary"], *b, "acc")) for r in rs]
         return bool(pairs) and all(x < y for x, y in pairs)
 
     low = every(("MLP", "low"), ("ATTN", "low"))
     high = every(("ATTN", "high"), ("MLP", "high"))
-    verdict = REPRODUCED if low and high else PARTLY if low or high else NOT
-    return {"condition": name, "rows": rows, "verdict": verdict,
+    return {"condition": name, "rows": rows, "verdict": _verdict([low, high]),
             "directions": {"mlp_low_hurts_more_than_attn_low": low, "attn_high_hurts_more_than_mlp_high": high},
             "criterion": ("GPT-2's two directions: removing low frequencies hurts more in the MLPs than in "
                           "attention, and removing high frequencies hurts more in attention than in the MLPs; "
-                          "reproduced when both hold in every seed, partly when one does")}
+                          "reproduced when both hold in every seed, partly when one does" + _NULL_NOTE)}
+
+
+def _verdict(checks: list) -> str:
+    """Checks that hold (True), fail (False) or cannot be measured (None) -> a verdict."""
+    measured = [c for c in checks if c is not None]
+    if not measured:
+        return UNMEASURABLE
+    return REPRODUCED if all(checks) else PARTLY if any(measured) else NOT
 
 
 def claim_errors(table1: dict) -> dict:
     rows = {(r["modules"], r["removed"]): r for r in table1["rows"]}
     x10 = rows[("MLP", "low")]["frac_x10"]
     b6 = rows[("ATTN", "high")]["frac_below_6"]
-    ok1 = x10["n"] > 0 and x10["mean"] > 0.8
-    ok2 = b6["n"] > 0 and b6["mean"] > 0.8
-    verdict = REPRODUCED if ok1 and ok2 else PARTLY if ok1 or ok2 else NOT
-    return {"mlp_low_frac_x10": x10, "attn_high_frac_below_6": b6, "verdict": verdict, "criterion": (
+
+    def check(row, s):
+        if not (row["dim_null"]["n"] and row["dim_null"]["min"] > 0):
+            return None
+        return s["n"] > 0 and s["mean"] > 0.8
+
+    checks = [check(rows[("MLP", "low")], x10), check(rows[("ATTN", "high")], b6)]
+    return {"mlp_low_frac_x10": x10, "attn_high_frac_below_6": b6, "verdict": _verdict(checks), "criterion": (
         "GPT-2: with the MLPs' low frequencies removed every error is a multiple of 10; with attention's high "
         "frequencies removed every error is below 6; reproduced when both shares exceed 0.8 on average, "
-        "partly when one does")}
+        "partly when one does" + _NULL_NOTE)}
 
 
 def claim_parity(runs) -> dict:
@@ -195,12 +212,18 @@ def claim_parity(runs) -> dict:
                    "acc": stat(_vals(rs, lambda s: D(s)["single_pass"]["acc"])),
                    "dim_null": stat(_vals(rs, lambda s: D(s)["single_pass"]["dim_null"]))}
             for name, rs in runs.items()}
-    vals = [rows[c]["parity_acc"]["mean"] for c in FEATURED if c in rows and rows[c]["parity_acc"]["n"]]
-    verdict = (REPRODUCED if vals and min(vals) >= 0.95 else PARTLY if vals and min(vals) >= 0.75 else NOT)
+    featured = [rows[c] for c in FEATURED if c in rows and rows[c]["parity_acc"]["n"]]
+    measurable = [r for r in featured if r["dim_null"]["min"] > 0]
+    vals = [r["parity_acc"]["mean"] for r in measurable]
+    if featured and not measurable:
+        verdict = UNMEASURABLE
+    else:
+        verdict = REPRODUCED if vals and min(vals) >= 0.95 else PARTLY if vals and min(vals) >= 0.75 else NOT
     return {"rows": rows, "verdict": verdict, "criterion": (
         "keeping only the period-2 component in every module's output; reproduced when the prediction's "
         "parity matches the answer's in >= 95% of test examples (mean over seeds) for both frozen featured "
-        "conditions, partly at >= 75% (chance is 50%)")}
+        "conditions, partly at >= 75% (chance is 50%); a condition whose filter leaves dim null(M) = 0 in some "
+        "seed is left out, and the claim is not measurable when that leaves none")}
 
 
 def claim_lens(runs) -> dict:
