@@ -22,7 +22,6 @@ refused when its vocab.json says otherwise. To use a foreign model's number rows
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ from .hf import hf_config, read_hf_folder, write_hf_folder
 from .load import load_run
 from .model import GPT
 from .params import Layout, pack
-from .runs import atomic_write_json
+from .runs import atomic_write_json, read_json_object
 
 VOCAB_FILE = "vocab.json"
 META_KEY = "fourier_toy"
@@ -77,12 +76,7 @@ def _check_layout(folder: Path, cfg: dict, n_numbers: int) -> str:
         how = "config.json"
     vocab_path = folder / VOCAB_FILE
     if vocab_path.is_file():
-        try:
-            vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"{vocab_path}: not valid JSON ({' '.join(str(e).split())})") from None
-        if not isinstance(vocab, dict):
-            raise DataError(f"{vocab_path}: expected a JSON object mapping token -> id")
+        vocab = read_json_object(vocab_path, "a JSON object mapping token -> id")
         for token, want in task_vocab(n_numbers).items():
             if vocab.get(token) != want:
                 raise DataError(f"{vocab_path}: token {token!r} has id {vocab.get(token)!r}, expected {want} "

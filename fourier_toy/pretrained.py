@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .runs import read_json_object
 
 EMBED_KEYS = ("transformer.wte.weight", "wte.weight")
 
@@ -213,13 +214,7 @@ def _read_vocab(folder: Path) -> tuple[dict, Path]:
     """token -> id from vocab.json, else from tokenizer.json's model.vocab."""
     vocab_json, tok_json = folder / "vocab.json", folder / "tokenizer.json"
     if vocab_json.is_file():
-        try:
-            vocab = json.loads(vocab_json.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"{vocab_json}: not valid JSON ({_one_line(e)})") from None
-        if not isinstance(vocab, dict):
-            raise DataError(f"{vocab_json}: expected a JSON object mapping token -> id")
-        return vocab, vocab_json
+        return read_json_object(vocab_json, "a JSON object mapping token -> id"), vocab_json
     if tok_json.is_file():
         try:
             vocab = json.loads(tok_json.read_text(encoding="utf-8"))["model"]["vocab"]

@@ -247,6 +247,18 @@ def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
         raise CheckpointError(f"{path}: cannot append ({exc.strerror or exc})") from None
 
 
+def read_json_object(path: str | os.PathLike, what: str = "a JSON object") -> dict:
+    """A file holding one JSON object (a vocab.json, say); DataError in one line naming the file
+    when it cannot be read, does not parse or holds something else (`what` says what was expected)."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not valid JSON ({' '.join(str(e).split())})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected {what}")
+    return obj
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """All records of a JSONL file, in order.
 

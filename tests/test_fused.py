@@ -209,6 +209,18 @@ def _oracle_attention(qkv, bias, B, T, H, last_only, dz):
     return (_merge(z), c[3], grads, grads.sum(0)), (zscale, 1.0, gscale, gscale.sum(0))
 
 
+def _fused_matches_oracle(qkv, bias, B, T, H, last_only, dz):
+    """Both attentions on the same inputs; asserts that every output agrees (NaNs included) and
+    returns the fused one's (z, pattern, dqkv, dbias)."""
+    with np.errstate(all="ignore"):
+        got = _fused_attention(qkv, bias, B, T, H, last_only, dz)
+        ref, scales = _oracle_attention(qkv, bias, B, T, H, last_only, dz)
+    for g, r, sc, name in zip(got, ref, scales, ("z", "pattern", "dqkv", "dbias")):
+        same_nans(g, r, name)
+        close(g, r, name, scale=sc)
+    return got
+
+
 @SETTINGS
 @given(dtype=DTYPES, seed=SEEDS, B=st.integers(1, 5), T=st.integers(1, 5), H=st.integers(1, 3),
        Dh=st.integers(1, 8), last_only=st.booleans(), scale=st.sampled_from([0.3, 1.0, 3.0]),
@@ -221,12 +233,7 @@ def test_fused_attention_matches_oracle(dtype, seed, B, T, H, Dh, last_only, sca
         qkv = with_nan(qkv, seed)
     elif nan == "dz":
         dz = with_nan(dz, seed)
-    with np.errstate(all="ignore"):
-        got = _fused_attention(qkv, bias, B, T, H, last_only, dz)
-        ref, scales = _oracle_attention(qkv, bias, B, T, H, last_only, dz)
-    for g, r, sc, name in zip(got, ref, scales, ("z", "pattern", "dqkv", "dbias")):
-        same_nans(g, r, name)
-        close(g, r, name, scale=sc)
+    got = _fused_matches_oracle(qkv, bias, B, T, H, last_only, dz)
     later = np.arange(T)[None, :] > np.arange(T - got[1].shape[2], T)[:, None]
     assert np.all(got[1][..., later] == 0.0) or nan == "qkv"
 
@@ -245,15 +252,10 @@ def test_fused_attention_with_minus_inf_scores_matches_oracle(dtype, last_only):
     qkv[1, D] = -big             # example 0, key 1, head 0: that score alone is -inf
     qkv[2 * T - 1, Dh] = big     # example 1, last query, head 1
     qkv[T:2 * T, D + Dh] = -big  # example 1, every key of head 1: the whole row is -inf
-    with np.errstate(all="ignore"):
-        got = _fused_attention(qkv, bias, B, T, H, last_only, dz)
-        ref, scales = _oracle_attention(qkv, bias, B, T, H, last_only, dz)
+    got = _fused_matches_oracle(qkv, bias, B, T, H, last_only, dz)
     pat = got[1]
     assert pat[0, 0, -1, 1] == 0.0 and np.isfinite(got[0][T - 1 if not last_only else 0]).all()
     assert np.isnan(pat[1, 1, -1]).all()
-    for g, r, sc, name in zip(got, ref, scales, ("z", "pattern", "dqkv", "dbias")):
-        same_nans(g, r, name)
-        close(g, r, name, scale=sc)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -267,12 +269,7 @@ def test_fused_attention_nan_in_q_k_or_v_spreads_like_the_oracle(dtype, last_onl
     D = H * Dh
     qkv, bias, dz = random_arrays(3, dtype, (B * T, 3 * D), (3 * D,), (B if last_only else B * T, D))
     qkv[pos, part * D] = np.nan
-    with np.errstate(all="ignore"):
-        got = _fused_attention(qkv, bias, B, T, H, last_only, dz)
-        ref, scales = _oracle_attention(qkv, bias, B, T, H, last_only, dz)
-    for g, r, sc, name in zip(got, ref, scales, ("z", "pattern", "dqkv", "dbias")):
-        same_nans(g, r, name)
-        close(g, r, name, scale=sc)
+    got = _fused_matches_oracle(qkv, bias, B, T, H, last_only, dz)
     assert np.isfinite(got[0][len(got[0]) // 2:]).all()  # example 1 is untouched
 
 

@@ -12,6 +12,7 @@ from fourier_toy.runs import (
     atomic_write_bytes,
     atomic_write_json,
     load_tensors,
+    read_json_object,
     read_jsonl,
     rng_from_array,
     rng_state_to_array,
@@ -235,3 +236,16 @@ def test_rng_state_rejects_bad_input():
         rng_from_array(np.frombuffer(b"{not json", dtype=np.uint8))
     with pytest.raises(CheckpointError, match="uint8"):
         rng_from_array(np.zeros(4, dtype=np.float32))
+
+
+def test_read_json_object_names_the_file_in_one_line(tmp_path):
+    good, broken, listed = tmp_path / "good.json", tmp_path / "broken.json", tmp_path / "list.json"
+    good.write_text('{"0": 0}')
+    broken.write_text('{"0": ')
+    listed.write_text("[1, 2]")
+    assert read_json_object(good) == {"0": 0}
+    for path, match in ((broken, "not valid JSON"), (listed, "expected a vocabulary"),
+                        (tmp_path / "missing.json", "not valid JSON")):
+        with pytest.raises(DataError, match=match) as e:
+            read_json_object(path, "a vocabulary")
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
