@@ -141,15 +141,30 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import cli_sweep
+    """Progress lines to stderr, the summary to stdout; default OUT: sweeps/<GRID file stem>.
+    Exit status 0 when every run succeeded, 1 when any failed."""
+    from .errors import ConfigError
+    from .sweep import describe_values, format_record, run_sweep
 
-    return cli_sweep(args.grid, workers=args.workers, scheduler=args.scheduler, out=args.out)
+    if args.scheduler is not None and args.workers is not None:
+        raise ConfigError("--workers: not used with --scheduler (the cluster's workers train the runs)")
+    out = Path(args.out) if args.out else Path("sweeps") / Path(args.grid).stem
+    result = run_sweep(args.grid, out, workers=args.workers, scheduler=args.scheduler,
+                       on_result=lambda rec: print(format_record(rec), file=sys.stderr, flush=True))
+    print(result.summary_line())
+    for rec in result.failed:
+        print(f"failed {rec['id']} {describe_values(rec['values'])}: {rec.get('error')}")
+    print(f"aggregate with: fourier-toy sweep-report {out}")
+    return 0 if result.ok else 1
 
 
 def cmd_sweep_report(args) -> int:
-    from .sweep import cli_report
+    from .sweep_report import CURVES, REPORT_JSON, REPORT_TXT, format_report, write_report
 
-    return cli_report(args.dir)
+    out = Path(args.dir)
+    print(format_report(write_report(out)))
+    print(f"wrote {out / REPORT_JSON}, {out / REPORT_TXT}, {out / 'figures' / CURVES}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

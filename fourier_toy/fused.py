@@ -1,11 +1,11 @@
-"""Fused row kernels: the model's training and evaluation path (model.FusedGPT).
+"""Fused row kernels: the model's training and evaluation path (fused_path.FusedPath).
 
 Serial kernels over rows of 2-D (rows, width) arrays, called with preallocated outputs: a batch
 is split into pieces that run on separate threads (threads.py), so these kernels never start
 threads of their own. Each one fuses the passes that sit between two matmuls: embedding +
 LayerNorm, residual add + LayerNorm, bias + GELU, attention that reads q, k, v in place from the
 fused projection, LayerNorm backward + residual + bias gradient, softmax cross-entropy with its
-gradient in one pass. Matmuls stay in BLAS (model.py). tests/test_fused.py checks each against
+gradient in one pass. Matmuls stay in BLAS (fused_path.py). tests/test_fused.py checks each against
 the numpy oracle (ops.py).
 
 Rows of a piece are example-major: row b*T + t is position t of example b. "step" arguments map

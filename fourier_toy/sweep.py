@@ -21,7 +21,7 @@ Sweep directory:
     sweep.json      the grid and its points (id and grid values), written before anything runs
     runs/<id>/      one training run directory each (see train.py)
     results.jsonl   one record per run: appended as runs end, rewritten in grid order at the end
-    report.json, report.txt, figures/sweep_curves.png    written by `write_report`
+    report.json, report.txt, figures/sweep_curves.png    written by sweep_report.py
 
 Restart: a run counts as finished when its summary.json parses, its config.json is the expected
 config and its model.safetensors loads at the summary's step; finished runs are kept as they are
@@ -55,7 +55,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,7 +66,6 @@ from .errors import CheckpointError, ConfigError
 # numpy (through runs/train) is imported lazily: a spawned worker must set its thread limits first.
 
 SWEEP, RESULTS, RUNS = "sweep.json", "results.jsonl", "runs"
-REPORT_JSON, REPORT_TXT, CURVES = "report.json", "report.txt", "sweep_curves.png"
 # BLAS runs single-threaded in every run, whatever the number of workers. A multi-threaded BLAS may
 # split a matrix product's reductions differently by thread count: with the numpy backend at the
 # quick preset's sizes, 1 and 2 OpenBLAS threads give weights that differ after 10 steps, so a run
@@ -159,7 +158,7 @@ def expand(grid: Grid) -> list[Point]:
         try:
             config_mod.validate(cfg)
         except ConfigError as e:
-            raise ConfigError(f"[grid] point {_describe(values)}: {e}") from None
+            raise ConfigError(f"[grid] point {describe_values(values)}: {e}") from None
         if cfg.train.max_seconds:
             # A time budget makes the weights depend on the machine's load, and a directory named by
             # the config would then not say what is inside.
@@ -167,7 +166,7 @@ def expand(grid: Grid) -> list[Point]:
                               f"its config; use train.max_steps or train.max_epochs), got {cfg.train.max_seconds}")
         rid = run_id(cfg)
         if rid in seen:
-            raise ConfigError(f"[grid] points {_describe(seen[rid])} and {_describe(values)} resolve to the "
+            raise ConfigError(f"[grid] points {describe_values(seen[rid])} and {describe_values(values)} resolve to the "
                               "same config; remove the duplicate value")
         seen[rid] = values
         points.append(Point(rid, values, cfg))
@@ -183,11 +182,11 @@ def _assignments(key: str, value: Any) -> list[tuple[str, Any]]:
     return [(key, value)]
 
 
-def _describe(values: dict) -> str:
-    return " ".join(f"{k}={_show(v)}" for k, v in values.items()) or "(base)"
+def describe_values(values: dict) -> str:
+    return " ".join(f"{k}={show_value(v)}" for k, v in values.items()) or "(base)"
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A grid value as written in GRID.toml (strings bare, a condition table by its name)."""
     if isinstance(value, dict) and "name" in value:
         return str(value["name"])
@@ -231,7 +230,7 @@ def run_point(config: dict, run_dir: str, threads: int | dict | None = None) -> 
 
     config: `Config.to_dict()`; threads: numba/OpenMP threads for this run (an int, a mapping from
     Dask worker address to int, or None to leave them as they are); BLAS runs single-threaded in
-    any case (see BLAS_THREADS). Returns a plain record (see `_record`).
+    any case (see BLAS_THREADS). Returns a plain record (see `run_record`).
     """
     t0 = time.perf_counter()
     try:
@@ -249,14 +248,14 @@ def run_point(config: dict, run_dir: str, threads: int | dict | None = None) -> 
             summary = finished_summary(out, cfg)
             if summary is None:
                 raise CheckpointError(f"{out}: training ended without a readable summary and model")
-        return _record(summary, seconds=time.perf_counter() - t0)
+        return run_record(summary, seconds=time.perf_counter() - t0)
     except BaseException as e:  # noqa: BLE001 - a failed run is data; the sweep goes on
         if isinstance(e, KeyboardInterrupt):
             raise
         return {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
 
 
-def _record(summary: dict, seconds: float | None = None) -> dict:
+def run_record(summary: dict, seconds: float | None = None) -> dict:
     """The results.jsonl fields of a finished run's summary."""
     final = summary.get("final") or {}
     stop = summary.get("stop_reason")
@@ -479,7 +478,10 @@ class SweepResult:
     n_ran: int  # trained (or attempted) by this call
     n_reused: int  # finished earlier and kept
     seconds: float
-    failed: list[dict] = field(default_factory=list)  # the failed records
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.records if r["status"] != "ok"]
 
     @property
     def ok(self) -> bool:
@@ -537,7 +539,7 @@ def _sweep(grid, points, out, workers, client, on_result, runner, t0) -> SweepRe
         p.run_dir = out / RUNS / p.run_id
         summary = finished_summary(p.run_dir, p.config)
         if summary is not None:
-            records[p.run_id] = {**_record(summary), "reused": True}
+            records[p.run_id] = {**run_record(summary), "reused": True}
         else:
             if p.run_dir.exists():
                 shutil.rmtree(p.run_dir)  # interrupted: start over
@@ -565,7 +567,7 @@ def _sweep(grid, points, out, workers, client, on_result, runner, t0) -> SweepRe
     ordered = [{"id": p.run_id, "values": p.values, **records[p.run_id]} for p in points]
     atomic_write_text(out / RESULTS, "".join(canonical_json(_jsonable(r)) + "\n" for r in ordered))
     return SweepResult(out, ordered, n_ran=len(pending), n_reused=len(points) - len(pending),
-                       seconds=time.perf_counter() - t0, failed=[r for r in ordered if r["status"] != "ok"])
+                       seconds=time.perf_counter() - t0)
 
 
 def _jsonable(rec: dict) -> dict:
@@ -574,7 +576,7 @@ def _jsonable(rec: dict) -> dict:
 
 def format_record(rec: dict) -> str:
     """One progress line for a run's record."""
-    head = f"[{rec.get('index', '?')}/{rec.get('total', '?')}] {rec['id']} {_describe(rec.get('values', {}))}"
+    head = f"[{rec.get('index', '?')}/{rec.get('total', '?')}] {rec['id']} {describe_values(rec.get('values', {}))}"
     if rec["status"] != "ok":
         return f"{head}: FAILED {rec.get('error')}"
     line = f"{head}: {rec.get('stop_reason')} at step {rec.get('step')}"
@@ -583,173 +585,3 @@ def format_record(rec: dict) -> str:
     if rec.get("seconds") is not None:
         line += f" ({rec['seconds']:.1f} s)"
     return line
-
-
-# ---- report --------------------------------------------------------------------------------------
-
-def _stats(values: list) -> dict:
-    import numpy as np
-
-    xs = np.array([v for v in values if v is not None], dtype=np.float64)
-    if not len(xs):
-        return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
-    return {"n": int(len(xs)), "mean": float(xs.mean()), "std": float(xs.std(ddof=1)) if len(xs) > 1 else 0.0,
-            "min": float(xs.min()), "max": float(xs.max())}
-
-
-def _flatten_numbers(d: Any, prefix: str) -> dict:
-    out = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(_flatten_numbers(v, f"{prefix}.{k}"))
-    elif isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d):
-        out[prefix] = float(d)
-    return out
-
-
-def _run_metrics(summary: dict) -> dict:
-    """The numbers aggregated per condition: final accuracies, steps to test accuracy levels, and
-    every finite number under the summary's "diagnostics" (dotted names)."""
-    rec = _record(summary)
-    m = {f"{s}_acc": rec[f"{s}_acc"] for s in ("test", "val", "train")}
-    for level, step in sorted((rec.get("steps_to") or {}).items()):
-        m[f"steps_to_{level}"] = step
-    m.update(_flatten_numbers(summary.get("diagnostics") or {}, "diagnostics"))
-    return m
-
-
-def report(out) -> dict:
-    """Aggregate every run of the sweep in `out`: one group per condition (every grid key but seed),
-    with mean, sample std, min and max over its finished, non-diverged runs of each metric."""
-    out = Path(out)
-    try:
-        sweep = json.loads((out / SWEEP).read_text())
-        keys, runs = sweep["keys"], sweep["runs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(f"DIR: {str(out)!r} is not a sweep directory (no readable {SWEEP})") from None
-    from .runs import read_jsonl
-
-    errors = {}
-    if (out / RESULTS).is_file():
-        for r in read_jsonl(out / RESULTS):
-            if r.get("status") == "failed":
-                errors[r.get("id")] = r.get("error")
-    cond_keys = [k for k in keys if k != "seed"]
-    groups: dict[str, dict] = {}
-    failed, missing = [], []
-    for run in runs:
-        rid, values = run["id"], run["values"]
-        cond = {k: values[k] for k in cond_keys}
-        g = groups.setdefault(canonical_json(cond), {"condition": cond, "runs": [], "failed": [], "metrics": {}})
-        summary = finished_summary(out / RUNS / rid)
-        if summary is None:
-            if rid in errors:
-                failed.append({"id": rid, "values": values, "error": errors[rid]})
-                g["failed"].append(rid)
-            else:
-                missing.append({"id": rid, "values": values})
-            continue
-        if summary.get("stop_reason") == "diverged":
-            failed.append({"id": rid, "values": values, "error": _record(summary)["error"]})
-            g["failed"].append(rid)
-            continue
-        g["runs"].append(rid)
-        for name, v in _run_metrics(summary).items():
-            g["metrics"].setdefault(name, []).append(v)
-    out_groups = []
-    for g in groups.values():
-        metrics = {name: {**_stats(vs), "of": len(vs)} for name, vs in g["metrics"].items()}
-        out_groups.append({"condition": g["condition"], "n": len(g["runs"]), "n_failed": len(g["failed"]),
-                           "runs": g["runs"], "failed": g["failed"], "metrics": metrics})
-    return {"dir": str(out), "keys": keys, "condition_keys": cond_keys, "n_runs": len(runs),
-            "n_finished": sum(g["n"] for g in out_groups), "failed": failed, "missing": missing,
-            "groups": out_groups}
-
-
-def _fmt_stat(s: dict | None, digits: int = 4, integer: bool = False) -> str:
-    if not s or not s["n"]:
-        return "-"
-    f = (lambda x: f"{x:.0f}") if integer else (lambda x: f"{x:.{digits}f}")
-    text = f"{f(s['mean'])} ± {f(s['std'])} [{f(s['min'])}, {f(s['max'])}]"
-    if integer and s["n"] < s["of"]:
-        text += f" ({s['n']}/{s['of']} reached)"
-    return text
-
-
-def format_report(rep: dict) -> str:
-    """A text table: one row per condition; mean ± std [min, max] over seeds."""
-    cols = ["test_acc", "train_acc", "steps_to_test_0.99"]
-    extra = sorted({n for g in rep["groups"] for n in g["metrics"] if n.startswith("diagnostics.")})
-    cols += extra
-    header = [*rep["condition_keys"], "n", *cols]
-    rows = []
-    for g in rep["groups"]:
-        row = [_show(g["condition"][k]) for k in rep["condition_keys"]]
-        row.append(f"{g['n']}" + (f" (+{g['n_failed']} failed)" if g["n_failed"] else ""))
-        for c in cols:
-            row.append(_fmt_stat(g["metrics"].get(c), integer=c.startswith("steps_to")))
-        rows.append(row)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append("")
-    lines.append(f"{rep['n_finished']} of {rep['n_runs']} runs finished; mean ± sample std [min, max] over "
-                 "seeds; steps_to: first evaluated step at that test accuracy")
-    for f in rep["failed"]:
-        lines.append(f"failed {f['id']} {_describe(f['values'])}: {f['error']}")
-    for m in rep["missing"]:
-        lines.append(f"not run yet {m['id']} {_describe(m['values'])}")
-    return "\n".join(lines)
-
-
-def plot_curves(rep: dict, path) -> None:
-    """Test accuracy against step per condition: the mean over its seeds, shaded between their
-    min and max (plots.plot_training); written atomically as PNG."""
-    from .plots import plot_training
-
-    runs = Path(rep["dir"]) / RUNS
-    curves = {(_describe(g["condition"]) if g["condition"] else "all runs"): [runs / rid for rid in g["runs"]]
-              for g in rep["groups"] if g["runs"]}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    plot_training(curves or {"no runs yet": []}, path, title="test accuracy, mean over seeds (band: min-max)")
-
-
-def write_report(out) -> dict:
-    """report() written as OUT/report.json and OUT/report.txt, plus OUT/figures/sweep_curves.png."""
-    from .runs import atomic_write_json, atomic_write_text
-
-    out = Path(out)
-    rep = report(out)
-    atomic_write_json(out / REPORT_JSON, rep)
-    atomic_write_text(out / REPORT_TXT, format_report(rep) + "\n")
-    plot_curves(rep, out / "figures" / CURVES)
-    return rep
-
-
-# ---- command line --------------------------------------------------------------------------------
-
-def cli_sweep(grid_path, workers: int | None = None, scheduler: str | None = None, out=None) -> int:
-    """`fourier-toy sweep GRID.toml [--workers N] [--scheduler tcp://HOST:PORT] [--out DIR]`.
-
-    Progress lines go to stderr, the summary to stdout. Default OUT: sweeps/<GRID file stem>.
-    Returns the exit status: 0 when every run succeeded, 1 when any failed.
-    """
-    if scheduler is not None and workers is not None:
-        raise ConfigError("--workers: not used with --scheduler (the cluster's workers train the runs)")
-    out = Path(out) if out else Path("sweeps") / Path(grid_path).stem
-    result = run_sweep(grid_path, out, workers=workers, scheduler=scheduler,
-                       on_result=lambda rec: print(format_record(rec), file=sys.stderr, flush=True))
-    print(result.summary_line())
-    for rec in result.failed:
-        print(f"failed {rec['id']} {_describe(rec['values'])}: {rec.get('error')}")
-    print(f"aggregate with: fourier-toy sweep-report {out}")
-    return 0 if result.ok else 1
-
-
-def cli_report(out) -> int:
-    """`fourier-toy sweep-report DIR`: writes report.json, report.txt and figures/sweep_curves.png
-    into DIR and prints the table. Returns 0."""
-    rep = write_report(out)
-    print(format_report(rep))
-    print(f"wrote {Path(out) / REPORT_JSON}, {Path(out) / REPORT_TXT}, {Path(out) / 'figures' / CURVES}")
-    return 0

@@ -1,4 +1,4 @@
-"""The numba backend's fused path (model._FusedPath) against the numpy-backend model (the oracle
+"""The numba backend's fused path (fused_path.FusedPath) against the numpy-backend model (the oracle
 composed op by op): loss, gradients and logits, NaN propagation, and independence from the
 number of threads."""
 
@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from fourier_toy import kernels
-from fourier_toy import model as model_mod
+from fourier_toy import fused_path
 from fourier_toy.config import ModelConfig
 from fourier_toy.errors import DataError
 from fourier_toy.model import GPT
@@ -116,7 +116,7 @@ def test_results_do_not_depend_on_the_thread_count():
         pytest.skip("one numba thread available")
     _, fused = pair(2, 2, 8, tied=False, dtype=np.float32)
     tokens, targets = data(fused, 512, 4, 6)  # four pieces
-    assert len(model_mod.piece_bounds(512)) - 1 == 4
+    assert len(fused_path.piece_bounds(512)) - 1 == 4
     runs = []
     before = numba.get_num_threads()
     try:
@@ -151,12 +151,12 @@ def test_nan_weights_propagate_like_the_numpy_backend(where):
 
 def test_piece_bounds_depend_only_on_the_batch_size():
     for batch in (1, 63, 128, 191, 192, 256, 512, 513, 5000):
-        b = model_mod.piece_bounds(batch)
+        b = fused_path.piece_bounds(batch)
         assert b[0] == 0 and b[-1] == batch and all(hi > lo for lo, hi in zip(b, b[1:]))
-        assert len(b) - 1 <= model_mod.MAX_PIECES
-    assert len(model_mod.piece_bounds(256)) - 1 == 2  # two threads have a piece each
-    e = model_mod.piece_bounds(1000, train=False)
-    assert max(hi - lo for lo, hi in zip(e, e[1:])) <= model_mod.EVAL_PIECE
+        assert len(b) - 1 <= fused_path.MAX_PIECES
+    assert len(fused_path.piece_bounds(256)) - 1 == 2  # two threads have a piece each
+    e = fused_path.piece_bounds(1000, train=False)
+    assert max(hi - lo for lo, hi in zip(e, e[1:])) <= fused_path.EVAL_PIECE
 
 
 def test_fused_path_rejects_bad_tokens_and_targets():

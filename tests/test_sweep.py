@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fourier_toy import config, sweep
+from fourier_toy import cli, config, sweep, sweep_report
 from fourier_toy.errors import CheckpointError, ConfigError
 from fourier_toy.runs import load_tensors, read_jsonl
 
@@ -235,7 +235,7 @@ def test_a_run_that_raises_is_reported_and_the_rest_finish(tmp_path):
     assert good["status"] == "ok" and (tmp_path / "s" / "runs" / good["id"] / "summary.json").is_file()
     assert result.failed == [bad] and not result.ok
     assert [r["status"] for r in read_jsonl(tmp_path / "s" / "results.jsonl")] == ["failed", "ok"]
-    rep = sweep.report(tmp_path / "s")
+    rep = sweep_report.report(tmp_path / "s")
     assert [f["id"] for f in rep["failed"]] == [bad["id"]] and "missing.npy" in rep["failed"][0]["error"]
     # A raised error leaves no finished run, so a restart tries it again (the file may exist by then).
     again = sweep.run_sweep(grid, tmp_path / "s", workers=0)
@@ -383,7 +383,7 @@ def test_report_aggregates_seeds_per_condition(tmp_path, reference):
         summary["diagnostics"] = {"fourier": {"high_share": 0.1 * (i + 1)}, "label": "text is skipped"}
         path.write_text(json.dumps(summary))
 
-    rep = sweep.write_report(out)
+    rep = sweep_report.write_report(out)
 
     assert rep["condition_keys"] == ["embedding.kind"] and rep["n_finished"] == 4
     assert [g["condition"] for g in rep["groups"]] == [{"embedding.kind": "learned"}, {"embedding.kind": "fourier"}]
@@ -403,25 +403,25 @@ def test_report_aggregates_seeds_per_condition(tmp_path, reference):
     assert (out / "figures" / "sweep_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     shutil.rmtree(out / "runs" / ids[3])
-    rep = sweep.report(out)
+    rep = sweep_report.report(out)
     assert rep["groups"][1]["n"] == 1 and [m["id"] for m in rep["missing"]] == [ids[3]]
     assert rep["groups"][1]["metrics"]["test_acc"]["std"] == 0.0
 
 
 def test_report_needs_a_sweep_directory(tmp_path):
     with pytest.raises(CheckpointError, match="not a sweep directory"):
-        sweep.report(tmp_path)
+        sweep_report.report(tmp_path)
 
 
-def test_cli_functions_exit_status(tmp_path, capsys):
+def test_cli_sweep_commands_exit_status(tmp_path, capsys):
     grid = tmp_path / "g.toml"
     grid.write_text('preset = "tiny"\n[base.model]\nbackend = "numpy"\n[base.train]\nmax_steps = 10\n'
                     f'[base.embedding]\nsource = "{tmp_path / "missing.npy"}"\n'
                     '[grid]\n"embedding.kind" = ["learned"]\nseed = [0, 1]\n')
-    assert sweep.cli_sweep(grid, workers=0, out=tmp_path / "ok") == 0
-    assert sweep.cli_report(tmp_path / "ok") == 0
+    assert cli.main(["sweep", str(grid), "--workers", "0", "--out", str(tmp_path / "ok")]) == 0
+    assert cli.main(["sweep-report", str(tmp_path / "ok")]) == 0
     assert "learned" in capsys.readouterr().out
     grid.write_text(grid.read_text().replace('["learned"]', '["learned", "transplant"]'))
-    assert sweep.cli_sweep(grid, workers=0, out=tmp_path / "ok") == 1
+    assert cli.main(["sweep", str(grid), "--workers", "0", "--out", str(tmp_path / "ok")]) == 1
     out = capsys.readouterr().out
     assert "2 ok, 2 failed" in out and "2 already finished" in out
