@@ -180,7 +180,7 @@ class FusedPath:
             g0 = self.model.grads
             extra = [self._grads(k)[0] for k in range(1, P)]
             n = g0.size
-            S = min(W, max(1, n // (1 << 16)))
+            S = min(W, max(1, n // self.threads.MIN_SLICE))
             cuts = [n * i // S for i in range(S + 1)]
 
             def add(lo, hi):

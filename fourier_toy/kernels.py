@@ -26,7 +26,7 @@ from numba import prange
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.jit import FLOATS, GELU_C, GELU_K, exp, jit, pjit, tanh
 from fourier_toy.ops import LN_EPS
-from fourier_toy.threads import run_tasks, threads
+from fourier_toy.threads import MIN_SLICE, run_tasks, threads
 
 __all__ = [
     "adamw_update",
@@ -616,16 +616,13 @@ def adamw_update(params, grads, m, v, lr, b1, b2, eps, wd, decay_mask_f32, train
             T(1.0 - b1**t), T(1.0 - b2**t))
     flat = [a.reshape(-1) for a in (params, g, m, v)] + masks
     n = flat[0].size
-    k = min(threads(), max(1, n // _MIN_SLICE))
+    k = min(threads(), max(1, n // MIN_SLICE))
     bounds = [n * j // k for j in range(k + 1)]
 
     def task(lo, hi):
         return lambda: _adamw(*(a[lo:hi] for a in flat[:4]), *args, flat[4][lo:hi], flat[5][lo:hi])
 
     run_tasks([task(bounds[j], bounds[j + 1]) for j in range(k)], k)
-
-
-_MIN_SLICE = 1 << 16  # elementwise work below this many entries stays on one thread
 
 
 # ---- warm-up -----------------------------------------------------------------------------------

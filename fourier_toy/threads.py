@@ -2,10 +2,11 @@
 
 The model's hot path (a training step, an evaluation batch, the optimizer step) splits its work
 into pieces that run on the caller's thread plus `threads() - 1` pool threads. Inside a piece
-every kernel is serial and BLAS runs single-threaded, so the only synchronization is one
-blocking wait at the end of a step. Thread pools that spin while waiting for work (OpenMP's and
+every kernel is serial and BLAS runs single-threaded, so the only synchronization is one wait at
+the end of each hand-off. Thread pools that spin long while waiting for work (OpenMP's and
 OpenBLAS's) are kept out of the hot path: on a shared machine two such pools of 2 threads each can
-slow a step down by 10-40x, and even on an idle one they pay a wake-up per matmul. The number of
+slow a step down by 10-40x, and even on an idle one they pay a wake-up per matmul. Our own pool
+spins for at most SPIN_SECONDS per wait (see _SpinPool), then sleeps. The number of
 pieces depends only on the batch size, never on the thread count, so results are bit-identical
 for any number of threads. numba's own parallel layer (prange) serves only the op-by-op kernels
 of kernels.py, used outside the hot path (hooks, direct calls).
@@ -16,16 +17,25 @@ from __future__ import annotations
 import os
 import threading
 
-__all__ = ["run_tasks", "single_threaded_blas", "threads"]
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from fourier_toy.jit import jit
+
+__all__ = ["MIN_SLICE", "SPIN_SECONDS", "run_tasks", "single_threaded_blas", "threads"]
 
 _pool = None
-_pool_size = 0
-_pool_pid = 0
 _pool_lock = threading.Lock()
 _blas = None
 _blas_saved: list = []
 _blas_depth = 0
 _blas_lock = threading.Lock()
+SPIN_SECONDS = 1e-3  # how long a waiting thread spins before it sleeps
+# Elementwise work (the gradient sum, AdamW) below this many entries per slice stays on one
+# thread: a hand-off costs about as much as 100k float32 additions.
+MIN_SLICE = 1 << 17
 
 
 def threads() -> int:
@@ -40,39 +50,159 @@ def run_tasks(tasks, n_threads: int | None = None) -> list:
     """Run zero-argument callables, task k on thread k % n; returns their results in order.
 
     The caller's thread runs its share itself; an exception in any task is raised here after
-    all tasks have finished. BLAS is limited to one thread while the tasks run.
+    all tasks have finished. BLAS is limited to one thread while the tasks run. A call made while
+    the pool serves another one (from another thread, or from inside a task) runs its tasks on
+    the calling thread, in order: a task's result does not depend on where it runs.
     """
-    global _pool, _pool_size, _pool_pid
     n = min(len(tasks), n_threads if n_threads is not None else threads())
-    if n <= 1:
+    pool = _get_pool(n - 1) if n > 1 else None
+    if pool is not None:
+        n = min(n, pool.workers + 1)
+    if pool is None or not pool.lock.acquire(blocking=False):
         with single_threaded_blas():
             return [t() for t in tasks]
+    try:
+        with single_threaded_blas():
+            shares = pool.run(tasks, n)
+    finally:
+        pool.lock.release()
+    errors = [s for s in shares if isinstance(s, _Failed)]
+    if errors:
+        raise errors[0].error
+    return [shares[k % n][k // n] for k in range(len(tasks))]
+
+
+def _get_pool(workers: int) -> _SpinPool:
+    global _pool
     with _pool_lock:
         # A forked child inherits the pool object but none of its threads: it makes its own.
-        if _pool is None or _pool_size < n - 1 or _pool_pid != os.getpid():
-            from concurrent.futures import ThreadPoolExecutor
+        if _pool is None or _pool.pid != os.getpid():
+            _pool = _SpinPool()
+        _pool.grow(workers)
+        return _pool
 
-            # The old pool is left to finish whatever it runs; its idle threads exit with it.
-            if _pool is not None and _pool_pid == os.getpid():
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="fourier_toy")
-            _pool_size, _pool_pid = n - 1, os.getpid()
-        pool = _pool
 
-    def share(j):
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _share(tasks, j: int, n: int):
+    try:
         return [tasks[k]() for k in range(j, len(tasks), n)]
+    except BaseException as e:  # re-raised by the caller of run_tasks
+        return _Failed(e)
 
-    with single_threaded_blas():
-        futures = [pool.submit(share, j) for j in range(1, n)]
+
+class _SpinPool:
+    """Daemon worker threads 1, 2, ... that each take a share of a call's tasks.
+
+    Hand-offs go through one int64 array: for worker j, state[j] is the number of the last call
+    (its epoch) posted to it and state[size + j] the last one it finished. Whoever waits (a worker
+    for its next call, the caller for the workers) first spins on that number without the GIL for
+    SPIN_SECONDS, then sleeps on a condition. A sleeping thread on a virtual machine takes 50-400
+    us to wake up, a few times per training step; spinning briefly keeps the threads awake across
+    the back-to-back calls of a training loop, and the short limit keeps an idle pool from holding
+    a core (unlike OpenMP's and OpenBLAS's pools, see the module doc). Only the workers a call
+    uses are woken.
+    """
+
+    def __init__(self):
+        import numba
+
+        self.pid = os.getpid()
+        # threads() never exceeds NUMBA_NUM_THREADS; a call asking for more threads gets this many.
+        self.size = max(2, int(numba.config.NUMBA_NUM_THREADS), os.cpu_count() or 1)
+        self.state = np.zeros(2 * self.size, dtype=np.int64)
+        self.workers = 0
+        self.epoch = 0
+        self.lock = threading.Lock()  # held by the caller being served
+        self.posted = threading.Condition()
+        self.finished = threading.Condition()
+        self.jobs: list = [None] * self.size
+        self.shares: list = [None] * self.size
+        self.spin = _spin_iterations()
+
+    def grow(self, workers: int) -> None:
+        for j in range(self.workers + 1, min(workers, self.size - 1) + 1):
+            threading.Thread(target=self._work, args=(j,), daemon=True, name=f"fourier_toy_{j}").start()
+            self.workers = j
+
+    def run(self, tasks, n: int) -> list:
+        state, spin, done = self.state, self.spin, self.size
+        self.epoch += 1
+        epoch = self.epoch
+        for j in range(1, n):
+            self.jobs[j] = (tasks, n)
+            state[j] = epoch
+        with self.posted:
+            self.posted.notify_all()
         try:
-            mine = share(0)
-        finally:
-            done = [f.exception() for f in futures]  # waits for every thread
-        errors = [e for e in done if e is not None]
-        if errors:
-            raise errors[0]
-    shares = [mine] + [f.result() for f in futures]
-    return [shares[k % n][k // n] for k in range(len(tasks))]
+            self.shares[0] = _share(tasks, 0, n)
+        finally:  # every worker has finished this call before the caller goes on
+            for j in range(1, n):
+                if not _spin_while(state, done + j, epoch, False, spin):
+                    with self.finished:
+                        while state[done + j] != epoch:
+                            self.finished.wait()
+        shares = self.shares[:n]
+        self.jobs[1:n] = [None] * (n - 1)  # let go of the tasks and their results
+        self.shares[:n] = [None] * n
+        return shares
+
+    def _work(self, j: int) -> None:
+        state, spin, done = self.state, self.spin, self.size
+        seen = 0
+        while True:
+            if not _spin_while(state, j, seen, True, spin):
+                with self.posted:
+                    while state[j] == seen:
+                        self.posted.wait()
+            seen = int(state[j])
+            tasks, n = self.jobs[j]
+            self.shares[j] = _share(tasks, j, n)
+            state[done + j] = seen
+            with self.finished:
+                self.finished.notify_all()
+
+
+@intrinsic
+def _load_acquire(typingctx, arr, i):
+    """arr[i] of a 1-D int64 array, read with an atomic acquire load: the compiler may neither
+    hoist it out of a loop nor move later reads before it."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
+        return None
+    sig = types.int64(arr, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return sig, codegen
+
+
+@jit
+def _spin_while(state, i, value, equal, iters):
+    """Spins while (state[i] == value) == equal, at most iters times (without the GIL);
+    returns whether the condition ended."""
+    for _ in range(iters):
+        if (_load_acquire(state, i) == value) != equal:
+            return True
+    return False
+
+
+def _spin_iterations() -> int:
+    """How many iterations of _spin_while last SPIN_SECONDS on this machine."""
+    import time
+
+    probe = np.zeros(1, dtype=np.int64)
+    _spin_while(probe, 0, 0, True, 1000)  # compiled (or loaded from the cache) first
+    n = 1 << 16
+    t = time.perf_counter()
+    _spin_while(probe, 0, 0, True, n)
+    dt = max(time.perf_counter() - t, 1e-9)
+    return max(1000, int(n * SPIN_SECONDS / dt))
 
 
 class single_threaded_blas:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fourier_toy import kernels, threads
 from fourier_toy.errors import DataError
@@ -23,6 +25,59 @@ def test_run_tasks_returns_results_in_order_and_raises_task_errors():
 
     with pytest.raises(DataError, match="boom"):
         threads.run_tasks([lambda: 1, boom, lambda: 3], 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_tasks=st.integers(0, 9), n_threads=st.integers(1, 5), fail_at=st.none() | st.integers(0, 8))
+def test_run_tasks_is_a_map_for_any_thread_count(n_tasks, n_threads, fail_at):
+    # n_threads above the pool's size (this machine's threads) is capped, not an error.
+    tasks = [(lambda i=i: i * i if i != fail_at else 1 // 0) for i in range(n_tasks)]
+    if fail_at is not None and fail_at < n_tasks:
+        with pytest.raises(ZeroDivisionError):
+            threads.run_tasks(tasks, n_threads)
+    else:
+        assert threads.run_tasks(tasks, n_threads) == [i * i for i in range(n_tasks)]
+
+
+def test_run_tasks_nested_and_concurrent_calls_run_inline():
+    import threading
+
+    # A task that calls run_tasks finds the pool busy and runs the inner tasks itself.
+    inner = threads.run_tasks([lambda: threads.run_tasks([lambda: 1, lambda: 2], 2), lambda: 3], 2)
+    assert inner == [[1, 2], 3]
+    results, errors = {}, []
+
+    def caller(c):
+        try:
+            results[c] = [threads.run_tasks([(lambda i=i: c * 100 + i) for i in range(4)], 2) for _ in range(200)]
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    callers = [threading.Thread(target=caller, args=(c,)) for c in range(3)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in callers)  # a lost wake-up would hang
+    for c in range(3):
+        assert results[c] == [[c * 100 + i for i in range(4)]] * 200
+
+
+def test_a_sleeping_worker_wakes_for_the_next_call():
+    import time
+
+    assert threads.run_tasks([lambda: 1, lambda: 2], 2) == [1, 2]
+    time.sleep(20 * threads.SPIN_SECONDS)  # the worker has stopped spinning and sleeps
+    assert threads.run_tasks([lambda: 3, lambda: 4], 2) == [3, 4]
+
+
+def test_spin_while_stops_when_the_value_changes_or_the_budget_ends():
+    state = np.array([5, 7], dtype=np.int64)
+    assert threads._spin_while(state, 0, 3, True, 10)  # "while state[0] == 3" ends at once
+    assert threads._spin_while(state, 1, 7, False, 10)  # "while state[1] != 7" ends at once
+    assert not threads._spin_while(state, 0, 5, True, 1000)  # state[0] stays 5
+    assert not threads._spin_while(state, 1, 5, False, 1000)  # state[1] stays 7
+    assert threads._spin_iterations() >= 1000
 
 
 def test_single_threaded_blas_restores_the_thread_count():
@@ -49,7 +104,7 @@ def test_single_threaded_blas_restores_the_thread_count():
 
 def test_adamw_slices_give_the_same_bits_as_one_pass():
     rng = np.random.default_rng(5)
-    n = 3 * (1 << 16) + 7  # several slices
+    n = 3 * threads.MIN_SLICE + 7  # several slices
     p = rng.standard_normal(n).astype(np.float32)
     g, decay = rng.standard_normal(n).astype(np.float32), (rng.random(n) < 0.5).astype(np.float32)
     ones = np.ones(n, np.float32)
