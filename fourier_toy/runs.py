@@ -165,7 +165,26 @@ def save_tensors(
         data = safetensors.numpy.save(arrays, metadata=meta)
     except (safetensors.SafetensorError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: cannot serialize tensors ({exc})") from None
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, _sorted_metadata(data))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """The same safetensors bytes with the ``__metadata__`` keys in sorted order.
+
+    safetensors writes metadata in hash-map order, which changes from call to call, so the same
+    tensors and metadata would give files with different bytes (and sha256). Sorting keeps the
+    header's length, so the tensor offsets stay valid.
+    """
+    (header_len,) = struct.unpack("<Q", data[:8])
+    raw = data[8:8 + header_len]
+    header = json.loads(raw.decode("utf-8"))
+    if "__metadata__" not in header:
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > header_len:  # not expected: the same keys and values, reordered
+        return data
+    return data[:8] + text + b" " * (header_len - len(text)) + data[8 + header_len:]
 
 
 def _read_metadata(data: bytes) -> dict[str, str]:

@@ -112,6 +112,21 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path):
     assert os.listdir(tmp_path) == ["model.safetensors"]
 
 
+def test_same_tensors_and_metadata_give_the_same_bytes(tmp_path):
+    # safetensors orders metadata by a randomly seeded hash map; the file must not depend on it.
+    tensors = {"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.ones(5, dtype=np.int64)}
+    metadata = {f"key{i}": "é" * i for i in range(8)}
+    files = []
+    for i in range(12):
+        path = tmp_path / f"{i}.safetensors"
+        save_tensors(path, tensors, metadata=dict(reversed(metadata.items())) if i % 2 else metadata)
+        files.append(path.read_bytes())
+    assert all(f == files[0] for f in files)
+    loaded, meta = load_tensors(tmp_path / "0.safetensors")
+    assert meta == metadata and list(meta) == sorted(meta)
+    assert all(np.array_equal(loaded[k], v) for k, v in tensors.items())
+
+
 def test_save_tensors_rejects_bad_input(tmp_path):
     with pytest.raises(DataError, match="metadata"):
         save_tensors(tmp_path / "a.safetensors", {"x": np.zeros(2)}, metadata={"step": 3})
