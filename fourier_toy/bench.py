@@ -169,14 +169,17 @@ def _median(xs):
 def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int = 5, warmup: int = 3,
         threads: int = 2, eval_batch: int = 2048, vs_torch: bool = False, torch_last_only: bool = False,
         seed: int = 0, emit=print, sizes: dict | None = None, peak_size: int = 2048,
-        settle: float = 0.25, min_seconds: float = 0.5) -> list[dict]:
+        settle: float = 0.25, min_seconds: float = 0.5, warm: float = 0.1) -> list[dict]:
     """Run bench-v1 and emit one JSON line per configuration and backend (and ratio lines).
 
     settle: seconds of idle before each timed stretch, so that the spinning thread pools of
     whatever ran before (OpenBLAS after the peak matmul or the numpy backend, PyTorch's OpenMP)
     have gone to sleep and do not take a core from the backend being timed. min_seconds: each
     backend's timed stretch runs at least `steps` steps and at least about this long (judged from
-    one step after the warm-up), since a few milliseconds of S are mostly noise. sizes: extra or
+    one step after the warm-up), since a few milliseconds of S are mostly noise. warm: seconds of
+    untimed work of the same kind (training steps, evaluations) between the idle and each timed
+    stretch: on a virtual machine the first 20-40 ms after an idle spell run up to 1.8x slower
+    (host-side wake-up), which would otherwise land in the timed stretch. sizes: extra or
     replacement configurations name -> (d_model, n_layers, n_heads, batch), for tests; peak_size: the side of the square matmul that measures the peak. Returns the records.
     """
     table = {**CONFIGS, **(sizes or {})}
@@ -190,7 +193,7 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
                             ("--threads", threads, 1), ("--eval-batch", eval_batch, 1)):
         if not isinstance(value, int) or value < lo:
             raise ConfigError(f"{name}: expected an integer >= {lo}, got {value!r}")
-    for name, value in (("--settle", settle), ("--min-seconds", min_seconds)):
+    for name, value in (("--settle", settle), ("--min-seconds", min_seconds), ("--warm-seconds", warm)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 60:
             raise ConfigError(f"{name}: expected seconds in [0, 60], got {value!r}")
     if vs_torch:
@@ -237,12 +240,14 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
             order = runners[rnd % len(runners):] + runners[: rnd % len(runners)]
             for r in order:
                 time.sleep(settle)
+                _keep_busy(lambda: r.train(*train_data[0]), warm)
                 t0 = time.perf_counter()
                 for _ in range(n_steps[r.name]):
                     r.train(*train_data[k % len(train_data)])
                     k += 1
                 train_rate[r.name].append(n_steps[r.name] * B / (time.perf_counter() - t0))
                 time.sleep(settle)
+                _keep_busy(lambda: r.eval(eval_tokens), warm)
                 t0 = time.perf_counter()
                 r.eval(eval_tokens)
                 eval_rate[r.name].append(eval_batch / (time.perf_counter() - t0))
@@ -250,7 +255,7 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
         peak = _median(peaks)
         fwd = forward_flops(d, L)
         common = {"bench": BENCH, "config": cname, "d_model": d, "n_layers": L, "n_heads": H, "batch": B,
-                  "eval_batch": eval_batch, "rounds": rounds, "settle_s": settle, "threads": threads,
+                  "eval_batch": eval_batch, "rounds": rounds, "settle_s": settle, "warm_s": warm, "threads": threads,
                   "gflop_per_example_train": 3 * fwd / 1e9, "gflop_per_example_eval": fwd / 1e9,
                   "peak_gflops": _sig(peak), "peak_gflops_rounds": [_sig(x) for x in peaks],
                   "blas": blas_text, "blas_libs": blas_libs}
@@ -286,6 +291,13 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
     return records
 
 
+def _keep_busy(fn, seconds: float) -> None:
+    """Calls fn until `seconds` have passed (not at all for 0)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        fn()
+
+
 def _threading_layer() -> str:
     """numba's parallel threading layer if one has started, else the configured choice."""
     import numba
@@ -315,6 +327,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="each timed stretch runs at least about this long (default 0.5)")
     parser.add_argument("--settle", type=float, default=0.25,
                         help="seconds idle before each timed stretch, so other thread pools sleep (default 0.25)")
+    parser.add_argument("--warm-seconds", type=float, default=0.1,
+                        help="seconds of untimed work between the idle and each timed stretch (default 0.1)")
 
 
 def cmd_bench(args) -> int:
@@ -322,7 +336,8 @@ def cmd_bench(args) -> int:
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     run(configs=split(args.configs), backends=split(args.backends), steps=args.steps, rounds=args.rounds,
         warmup=args.warmup, threads=args.threads, eval_batch=args.eval_batch, vs_torch=args.vs_torch,
-        torch_last_only=args.torch_last_only, settle=args.settle, min_seconds=args.min_seconds)
+        torch_last_only=args.torch_last_only, settle=args.settle, min_seconds=args.min_seconds,
+        warm=args.warm_seconds)
     return 0
 
 

@@ -19,7 +19,7 @@ FIELDS = {"bench", "config", "backend", "d_model", "n_layers", "n_heads", "batch
 def _run(**kw):
     lines = []
     records = bench.run(configs=["T"], sizes=TINY, steps=2, rounds=2, warmup=1, threads=1, eval_batch=8,
-                        emit=lines.append, peak_size=64, settle=0, min_seconds=0, **kw)
+                        emit=lines.append, peak_size=64, settle=0, min_seconds=0, warm=0, **kw)
     parsed = [json.loads(line) for line in lines]
     assert parsed == records
     return parsed
@@ -69,6 +69,8 @@ def test_bad_arguments_name_the_option():
         bench.run(configs=["S"], settle=-1, emit=lambda line: None)
     with pytest.raises(ConfigError, match="--min-seconds"):
         bench.run(configs=["S"], min_seconds="1", emit=lambda line: None)
+    with pytest.raises(ConfigError, match="--warm-seconds"):
+        bench.run(configs=["S"], warm=61, emit=lambda line: None)
     assert bench.main(["--configs", "XL"]) == 2
 
 
@@ -128,6 +130,17 @@ def test_torch_model_computes_the_same_function():
 def test_min_seconds_lengthens_short_stretches():
     lines = []
     rec, = bench.run(configs=["T"], sizes=TINY, backends=["numba"], steps=2, rounds=1, warmup=1, threads=1,
-                     eval_batch=8, emit=lines.append, peak_size=64, settle=0, min_seconds=0.2)
+                     eval_batch=8, emit=lines.append, peak_size=64, settle=0, min_seconds=0.2, warm=0)
     # A tiny step takes well under 20 ms, so 0.2 s needs more than the 2 steps asked for.
     assert rec["steps_per_round"] > 2
+
+
+def test_keep_busy_runs_until_the_time_is_up():
+    import time
+
+    calls = []
+    bench._keep_busy(lambda: calls.append(1), 0)
+    assert calls == []
+    t0 = time.perf_counter()
+    bench._keep_busy(lambda: (calls.append(1), time.sleep(0.01)), 0.05)
+    assert time.perf_counter() - t0 >= 0.05 and 3 <= len(calls) <= 6
