@@ -178,7 +178,7 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
     backend's timed stretch runs at least `steps` steps and at least about this long (judged from
     one step after the warm-up), since a few milliseconds of S are mostly noise. warm: seconds of
     untimed work of the same kind (training steps, evaluations) between the idle and each timed
-    stretch: on a virtual machine the first 20-40 ms after an idle spell run up to 1.8x slower
+    stretch: on a virtual machine the first 20-40 ms after an idle spell run 1.5-1.9x slower
     (host-side wake-up), which would otherwise land in the timed stretch. sizes: extra or
     replacement configurations name -> (d_model, n_layers, n_heads, batch), for tests; peak_size: the side of the square matmul that measures the peak. Returns the records.
     """
