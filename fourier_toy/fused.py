@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fourier_toy.jit import GELU_C, GELU_K, exp, jit, tanh
+from fourier_toy.jit import GELU_C, GELU_K, exp, jit, masked_softmax_row, tanh
 
 
 @jit
@@ -211,16 +211,7 @@ def attn_fwd(qs, qc, kvs, kc, vc, bias, H, T, z, pattern):
                     pattern[b, hh, i, j] = s
                     if s > m:
                         m = s
-                tot = zero
-                for j in range(last + 1):
-                    e = exp(pattern[b, hh, i, j] - m)
-                    pattern[b, hh, i, j] = e
-                    tot += e
-                inv = one / tot
-                for j in range(last + 1):
-                    pattern[b, hh, i, j] *= inv
-                for j in range(last + 1, T):
-                    pattern[b, hh, i, j] = zero * inv  # 0, or NaN in a NaN row as in the oracle
+                masked_softmax_row(pattern[b, hh, i], last, m)
                 zz = z[b * Tq + i, c0:c0 + Dh]
                 for d in range(Dh):
                     zz[d] = zero

@@ -3,8 +3,9 @@ they inline.
 
 Transcendentals: float32 uses the vectorizable approximations below (a few ulp; the C library's
 scalar calls would cost more than the whole op); float64, used for gradient checks, calls the C
-library. Both kernel modules (`kernels.py`, op by op, and `fused.py`, the training path) compile
-with these options only.
+library. Every kernel (`kernels.py`, op by op; `fused.py`, the training path; `adamw_kernel.py`;
+the thread pool's spin loop in `threads.py`) compiles with these options only, and both attention
+kernels share `masked_softmax_row`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-__all__ = ["FASTMATH", "FLOATS", "GELU_C", "GELU_K", "JIT_OPTIONS", "exp", "jit", "pjit", "tanh"]
+__all__ = ["FASTMATH", "FLOATS", "GELU_C", "GELU_K", "JIT_OPTIONS", "exp", "jit", "masked_softmax_row", "pjit",
+           "tanh"]
 
 # fastmath without 'nnan' and 'ninf': causal masks are -inf and NaN must propagate, so the
 # compiler may not assume either away.
@@ -166,3 +168,21 @@ def _tanh_overload(x):
         return lambda x: math.tanh(x)
     return None
 
+
+
+@jit
+def masked_softmax_row(row, last, m):
+    """row[:last+1] (scores whose maximum is m) -> their softmax, in place; row[last+1:] (the
+    masked keys) -> exactly 0, or NaN in a NaN row, as in the oracle. Shared by both attention
+    kernels (kernels.py, fused.py)."""
+    zero = row.dtype.type(0.0)
+    tot = zero
+    for j in range(last + 1):
+        e = exp(row[j] - m)
+        row[j] = e
+        tot += e
+    inv = row.dtype.type(1.0) / tot
+    for j in range(last + 1):
+        row[j] *= inv
+    for j in range(last + 1, row.shape[0]):
+        row[j] = zero * inv

@@ -9,8 +9,9 @@ structure as the oracle's, so either module's backward accepts either module's c
 These op-by-op kernels are what a model runs when hooks are attached or every position is asked
 for, and what the tests compare with `ops.py` one by one. The model's training and evaluation
 path calls the fused row kernels of `fused.py` instead, between BLAS matmuls, on the threads of
-`threads.py`; the AdamW update over the flat buffer (used by both paths) is here. Compile options
-and the float32 exp/tanh: `jit.py`. Where the time goes: docs/performance.md.
+`threads.py`. The AdamW update over the flat buffer (used by both paths): `adamw_kernel.py`.
+Input checks: `kernel_inputs.py`. Compile options and the float32 exp/tanh: `jit.py`. Where the
+time goes: docs/performance.md.
 
 Shapes use B = batch, T = sequence length, D = width, H = heads, Dh = head size, N = rows.
 """
@@ -18,15 +19,16 @@ Shapes use B = batch, T = sequence length, D = width, H = heads, Dh = head size,
 from __future__ import annotations
 
 import math
-import operator
 
 import numpy as np
 from numba import prange
 
-from fourier_toy.errors import ConfigError, DataError
-from fourier_toy.jit import FLOATS, GELU_C, GELU_K, exp, jit, pjit, tanh
+# The numba backend's AdamW lives in adamw_kernel.py; a model finds it on its backend module.
+from fourier_toy.adamw_kernel import adamw_update
+from fourier_toy.errors import DataError
+from fourier_toy.jit import FLOATS, GELU_C, GELU_K, exp, jit, masked_softmax_row, pjit, tanh
+from fourier_toy.kernel_inputs import as_dtype, check_shape, dtype_of, floats, indices
 from fourier_toy.ops import LN_EPS
-from fourier_toy.threads import MIN_SLICE, run_tasks, threads
 
 __all__ = [
     "adamw_update",
@@ -47,54 +49,6 @@ __all__ = [
 
 _ROW_BLOCK = 64  # rows per partial-sum block in row reductions
 _COL_BLOCK = 16  # columns per task in the embedding scatter (one cache line of float32)
-
-
-# ---- input normalization -------------------------------------------------------------------------
-
-def _floats(fn, **arrays):
-    """Arrays of one float dtype (float32 or float64, promoted as numpy would), C-contiguous."""
-    arrs = {name: np.asarray(a) for name, a in arrays.items()}
-    for name, a in arrs.items():
-        if a.dtype.kind != "f":
-            raise DataError(f"{fn}: {name} must be a float32 or float64 array, got {a.dtype}")
-    dt = np.result_type(*arrs.values())
-    if dt not in FLOATS:
-        names = ", ".join(arrs)
-        raise DataError(f"{fn}: {names} must be float32 or float64, got {dt}")
-    return dt, [np.ascontiguousarray(a, dtype=dt) for a in arrs.values()]
-
-
-def _as(fn, name, a, dt, kinds="f"):
-    """An array cast to dtype dt (the forward pass's, for gradients and caches), C-contiguous."""
-    a = np.asarray(a)
-    if a.dtype.kind not in kinds:
-        raise DataError(f"{fn}: {name} must be a float array, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=dt)
-
-
-def _dtype_of(fn, a):
-    """The forward pass's dtype, read from a cached array."""
-    dt = np.asarray(a).dtype
-    if dt not in FLOATS:
-        raise DataError(f"{fn}: cache arrays must be float32 or float64, got {dt}")
-    return dt
-
-
-def _check_shape(fn, name, a, shape):
-    if a.shape != tuple(shape):
-        raise DataError(f"{fn}: {name} must have shape {tuple(shape)}, got {a.shape}")
-
-
-def _indices(fn, name, a, shape, upper):
-    """Integer indices of the given shape in [0, upper), as intp."""
-    a = np.asarray(a)
-    if a.dtype.kind not in "iu":
-        raise DataError(f"{fn}: {name} must be an integer array, got dtype {a.dtype}")
-    _check_shape(fn, name, a, shape)
-    if a.size and (a.min() < 0 or a.max() >= upper):
-        raise DataError(f"{fn}: {name} must lie in [0, {upper}), got values in "
-                        f"[{a.min()}, {a.max()}]")
-    return np.ascontiguousarray(a, dtype=np.intp)
 
 
 # ---- embedding ---------------------------------------------------------------------------------
@@ -132,7 +86,7 @@ def _embedding_bwd(tokens, dx, dwte, dwpe):
 def embedding_forward(tokens, wte, wpe):
     """tokens (B, T) int, wte (V, D), wpe (n_ctx, D) -> x (B, T, D) = wte[tokens] + wpe[:T]."""
     fn = "embedding_forward"
-    dt, (wte, wpe) = _floats(fn, wte=wte, wpe=wpe)
+    dt, (wte, wpe) = floats(fn, wte=wte, wpe=wpe)
     if wte.ndim != 2 or wpe.ndim != 2 or wte.shape[1] != wpe.shape[1]:
         raise DataError(f"{fn}: wte (V, D) and wpe (n_ctx, D) must be 2-D with the same D, "
                         f"got {wte.shape} and {wpe.shape}")
@@ -140,7 +94,7 @@ def embedding_forward(tokens, wte, wpe):
     if tok.ndim != 2 or tok.shape[1] > wpe.shape[0]:
         raise DataError(f"{fn}: tokens must be (B, T) with T <= n_ctx = {wpe.shape[0]}, "
                         f"got shape {tok.shape}")
-    tok = _indices(fn, "tokens", tok, tok.shape, wte.shape[0])
+    tok = indices(fn, "tokens", tok, tok.shape, wte.shape[0])
     out = np.empty(tok.shape + (wte.shape[1],), dtype=dt)
     _embedding_fwd(tok, wte, wpe, out)
     return out, (tokens, wte.shape, wpe.shape)
@@ -150,11 +104,11 @@ def embedding_backward(dx, cache):
     """dx (B, T, D) -> (dwte (V, D), dwpe (n_ctx, D))."""
     fn = "embedding_backward"
     tokens, wte_shape, wpe_shape = cache
-    tok = _indices(fn, "tokens", tokens, np.shape(tokens), wte_shape[0])
+    tok = indices(fn, "tokens", tokens, np.shape(tokens), wte_shape[0])
     dx = np.asarray(dx)
     if dx.dtype not in FLOATS:
         raise DataError(f"{fn}: dx must be float32 or float64, got {dx.dtype}")
-    _check_shape(fn, "dx", dx, tok.shape + (wte_shape[1],))
+    check_shape(fn, "dx", dx, tok.shape + (wte_shape[1],))
     dx = np.ascontiguousarray(dx)
     dwte = np.zeros(wte_shape, dtype=dx.dtype)
     dwpe = np.zeros(wpe_shape, dtype=dx.dtype)
@@ -226,12 +180,12 @@ def _sum_rows(part, out):
 def layernorm_forward(x, w, b, eps=LN_EPS):
     """x (..., D), w (D,), b (D,) -> y (..., D); biased variance, as GPT-2."""
     fn = "layernorm_forward"
-    dt, (x, w, b) = _floats(fn, x=x, w=w, b=b)
+    dt, (x, w, b) = floats(fn, x=x, w=w, b=b)
     if x.ndim < 1:
         raise DataError(f"{fn}: x must have at least one axis, got a scalar")
     D = x.shape[-1]
-    _check_shape(fn, "w", w, (D,))
-    _check_shape(fn, "b", b, (D,))
+    check_shape(fn, "w", w, (D,))
+    check_shape(fn, "b", b, (D,))
     x2 = x.reshape(-1, D)
     y = np.empty_like(x2)
     xhat = np.empty_like(x2)
@@ -245,10 +199,10 @@ def layernorm_backward(dy, cache):
     """dy (..., D) -> (dx (..., D), dw (D,), db (D,))."""
     fn = "layernorm_backward"
     xhat, rstd, w = cache
-    dt = _dtype_of(fn, xhat)
-    xhat, rstd, w = (_as(fn, "cache", a, dt) for a in (xhat, rstd, w))
-    dy = _as(fn, "dy", dy, dt)
-    _check_shape(fn, "dy", dy, xhat.shape)
+    dt = dtype_of(fn, xhat)
+    xhat, rstd, w = (as_dtype(fn, "cache", a, dt) for a in (xhat, rstd, w))
+    dy = as_dtype(fn, "dy", dy, dt)
+    check_shape(fn, "dy", dy, xhat.shape)
     D = xhat.shape[-1]
     dy2 = dy.reshape(-1, D)
     N = dy2.shape[0]
@@ -299,11 +253,11 @@ def _column_sum(a):
 def linear_forward(x, W, b):
     """x (..., Din), W (Din, Dout) used as x @ W (GPT-2 Conv1D layout), b (Dout,) -> (..., Dout)."""
     fn = "linear_forward"
-    dt, (x, W, b) = _floats(fn, x=x, W=W, b=b)
+    dt, (x, W, b) = floats(fn, x=x, W=W, b=b)
     if W.ndim != 2 or x.ndim < 1 or x.shape[-1] != W.shape[0]:
         raise DataError(f"{fn}: x (..., Din) and W (Din, Dout) must agree on Din, "
                         f"got {x.shape} and {W.shape}")
-    _check_shape(fn, "b", b, (W.shape[1],))
+    check_shape(fn, "b", b, (W.shape[1],))
     # One 2-D BLAS call: numpy would run a 3-D x @ W as one small matmul per batch entry.
     y = x.reshape(-1, W.shape[0]) @ W
     _add_bias(y, b)
@@ -314,10 +268,10 @@ def linear_backward(dy, cache):
     """dy (..., Dout) -> (dx (..., Din), dW (Din, Dout), db (Dout,))."""
     fn = "linear_backward"
     x, W = cache
-    dt = _dtype_of(fn, W)
-    x, W = _as(fn, "cache", x, dt), _as(fn, "cache", W, dt)
-    dy = _as(fn, "dy", dy, dt)
-    _check_shape(fn, "dy", dy, x.shape[:-1] + (W.shape[1],))
+    dt = dtype_of(fn, W)
+    x, W = as_dtype(fn, "cache", x, dt), as_dtype(fn, "cache", W, dt)
+    dy = as_dtype(fn, "dy", dy, dt)
+    check_shape(fn, "dy", dy, x.shape[:-1] + (W.shape[1],))
     dy2 = dy.reshape(-1, W.shape[1])
     x2 = x.reshape(-1, W.shape[0])
     dx = (dy2 @ W.T).reshape(x.shape)
@@ -355,7 +309,7 @@ def _gelu_bwd(dy, x, t, dx):
 
 def gelu_forward(x):
     """Elementwise, any shape; the cache is (x, tanh(...)) as in the oracle."""
-    dt, (x,) = _floats("gelu_forward", x=x)
+    dt, (x,) = floats("gelu_forward", x=x)
     y = np.empty_like(x)
     t = np.empty_like(x)
     # The forward pass is bound by tanh, so storing t is free and halves the backward's work.
@@ -367,11 +321,11 @@ def gelu_backward(dy, cache):
     """dy (same shape as x) -> dx."""
     fn = "gelu_backward"
     x, t = cache
-    dt = _dtype_of(fn, x)
-    x, t = _as(fn, "cache", x, dt), _as(fn, "cache", t, dt)
-    dy = _as(fn, "dy", dy, dt)
-    _check_shape(fn, "dy", dy, x.shape)
-    _check_shape(fn, "cache", t, x.shape)
+    dt = dtype_of(fn, x)
+    x, t = as_dtype(fn, "cache", x, dt), as_dtype(fn, "cache", t, dt)
+    dy = as_dtype(fn, "dy", dy, dt)
+    check_shape(fn, "dy", dy, x.shape)
+    check_shape(fn, "cache", t, x.shape)
     dx = np.empty_like(x)
     _gelu_bwd(dy.reshape(-1), x.reshape(-1), t.reshape(-1), dx.reshape(-1))
     return dx
@@ -388,7 +342,6 @@ def _attention_fwd(q, k, v, scale, z, pattern):
     Tk = k.shape[2]
     off = Tk - Tq
     zero = q.dtype.type(0.0)
-    one = q.dtype.type(1.0)
     ninf = q.dtype.type(-np.inf)
     for bh in prange(B * H):
         b = bh // H
@@ -404,16 +357,7 @@ def _attention_fwd(q, k, v, scale, z, pattern):
                 pattern[b, h, i, j] = s
                 if s > m:
                     m = s
-            tot = zero
-            for j in range(last + 1):
-                e = exp(pattern[b, h, i, j] - m)
-                pattern[b, h, i, j] = e
-                tot += e
-            inv = one / tot
-            for j in range(last + 1):
-                pattern[b, h, i, j] *= inv
-            for j in range(last + 1, Tk):
-                pattern[b, h, i, j] = zero * inv  # 0, or NaN in a NaN row as in the oracle
+            masked_softmax_row(pattern[b, h, i], last, m)
             for d in range(Dh):
                 z[b, h, i, d] = zero
             for j in range(Tk):
@@ -465,7 +409,7 @@ def attention_forward(q, k, v):
     (e.g. transposed views of a fused qkv projection) are copied first.
     """
     fn = "attention_forward"
-    dt, (q, k, v) = _floats(fn, q=q, k=k, v=v)
+    dt, (q, k, v) = floats(fn, q=q, k=k, v=v)
     if q.ndim != 4 or k.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] \
             or q.shape[3] != k.shape[3] or q.shape[2] > k.shape[2]:
         raise DataError(f"{fn}: need q (B, H, Tq, Dh) and k, v (B, H, Tk, Dh) with Tq <= Tk, "
@@ -483,10 +427,10 @@ def attention_backward(dz, cache):
     """dz (B, H, Tq, Dh) -> (dq, dk, dv) with the shapes of q, k, v."""
     fn = "attention_backward"
     q, k, v, pattern = cache
-    dt = _dtype_of(fn, q)
-    q, k, v, pattern = (_as(fn, "cache", a, dt) for a in (q, k, v, pattern))
-    dz = _as(fn, "dz", dz, dt)
-    _check_shape(fn, "dz", dz, q.shape)
+    dt = dtype_of(fn, q)
+    q, k, v, pattern = (as_dtype(fn, "cache", a, dt) for a in (q, k, v, pattern))
+    dz = as_dtype(fn, "dz", dz, dt)
+    check_shape(fn, "dz", dz, q.shape)
     dq = np.empty_like(q)
     dk = np.empty_like(k)
     dv = np.empty_like(v)
@@ -534,10 +478,10 @@ def _cross_entropy_bwd(probs, targets, scale, dlogits):
 def cross_entropy_forward(logits, targets):
     """logits (B, C), targets (B,) int -> mean loss over the batch (a 0-d numpy scalar)."""
     fn = "cross_entropy_forward"
-    dt, (logits,) = _floats(fn, logits=logits)
+    dt, (logits,) = floats(fn, logits=logits)
     if logits.ndim != 2:
         raise DataError(f"{fn}: logits must be (B, C), got shape {logits.shape}")
-    tg = _indices(fn, "targets", targets, logits.shape[:1], logits.shape[1])
+    tg = indices(fn, "targets", targets, logits.shape[:1], logits.shape[1])
     probs = np.empty_like(logits)
     logp_target = np.empty(logits.shape[0], dtype=dt)
     _cross_entropy_fwd(logits, tg, probs, logp_target)
@@ -548,9 +492,9 @@ def cross_entropy_backward(dloss, cache):
     """dloss scalar -> dlogits (B, C), in the dtype of the logits."""
     fn = "cross_entropy_backward"
     probs, targets = cache
-    dt = _dtype_of(fn, probs)
-    probs = _as(fn, "cache", probs, dt)
-    tg = _indices(fn, "targets", targets, probs.shape[:1], probs.shape[1])
+    dt = dtype_of(fn, probs)
+    probs = as_dtype(fn, "cache", probs, dt)
+    tg = indices(fn, "targets", targets, probs.shape[:1], probs.shape[1])
     if np.ndim(dloss) != 0:
         raise DataError(f"{fn}: dloss must be a scalar, got shape {np.shape(dloss)}")
     dlogits = np.empty_like(probs)
@@ -559,70 +503,6 @@ def cross_entropy_backward(dloss, cache):
     return dlogits
 
 
-
-
-# ---- AdamW over the flat buffer ----------------------------------------------------------------
-
-@jit
-def _adamw(p, g, m, v, lr, b1, c1, b2, c2, eps, lr_wd, bc1, bc2, decay, trainable):
-    for i in range(p.size):
-        if trainable[i] != 0:
-            pi = p[i]
-            if decay[i] != 0:
-                pi -= lr_wd * pi
-            gi = g[i]
-            mi = b1 * m[i] + c1 * gi
-            vi = b2 * v[i] + c2 * gi * gi
-            m[i] = mi
-            v[i] = vi
-            p[i] = pi - lr * (mi / bc1) / (np.sqrt(vi / bc2) + eps)
-
-
-def adamw_update(params, grads, m, v, lr, b1, b2, eps, wd, decay_mask_f32, trainable_mask_f32, t):
-    """One AdamW step (PyTorch semantics) on flat buffers, in place on params, m and v.
-
-    params, m, v: writable C-contiguous float arrays of one shape and dtype; grads and the two
-    0/1 masks have that shape. Where trainable_mask is 0 nothing changes. Where decay_mask is 1,
-    p -= lr * wd * p first; then m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2 and
-    p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). t counts steps from 1.
-    Runs as contiguous slices on the hot path's threads (elementwise, so the result does not
-    depend on the slicing).
-    """
-    fn = "adamw_update"
-    for name, a in (("params", params), ("m", m), ("v", v)):
-        if not isinstance(a, np.ndarray) or a.dtype not in FLOATS:
-            raise DataError(f"{fn}: {name} must be a float32 or float64 numpy array")
-        if not (a.flags.c_contiguous and a.flags.writeable):
-            raise DataError(f"{fn}: {name} must be C-contiguous and writable (updated in place)")
-        if a.dtype != params.dtype or a.shape != params.shape:
-            raise DataError(f"{fn}: {name} must match params: {params.dtype} {params.shape}, "
-                            f"got {a.dtype} {a.shape}")
-    dt = params.dtype
-    g = _as(fn, "grads", grads, dt)
-    _check_shape(fn, "grads", g, params.shape)
-    masks = []
-    for name, a in (("decay_mask_f32", decay_mask_f32), ("trainable_mask_f32", trainable_mask_f32)):
-        a = _as(fn, name, a, np.float32, kinds="biuf")
-        _check_shape(fn, name, a, params.shape)
-        masks.append(a.reshape(-1))
-    try:
-        t = operator.index(t)
-    except TypeError:
-        raise ConfigError(f"{fn}: t must be an integer step count >= 1, got {t!r}") from None
-    if t < 1:
-        raise ConfigError(f"{fn}: t must be an integer step count >= 1, got {t}")
-    T = dt.type
-    args = (T(lr), T(b1), T(1.0 - b1), T(b2), T(1.0 - b2), T(eps), T(lr * wd),
-            T(1.0 - b1**t), T(1.0 - b2**t))
-    flat = [a.reshape(-1) for a in (params, g, m, v)] + masks
-    n = flat[0].size
-    k = min(threads(), max(1, n // MIN_SLICE))
-    bounds = [n * j // k for j in range(k + 1)]
-
-    def task(lo, hi):
-        return lambda: _adamw(*(a[lo:hi] for a in flat[:4]), *args, flat[4][lo:hi], flat[5][lo:hi])
-
-    run_tasks([task(bounds[j], bounds[j + 1]) for j in range(k)], k)
 
 
 # ---- warm-up -----------------------------------------------------------------------------------
