@@ -84,7 +84,7 @@ def test_non_finite_names_first_bad_row(tmp_path, bad):
 
 
 def test_pickled_and_object_arrays_are_refused(tmp_path):
-    np.save(tmp_path / "obj.npy", np.array([[{"a": 1}, None]], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "obj.npy", np.array([[{"a": 1}, None]], dtype=object))  # saved pickled (the default)
     _raises_one_line(DataError, r"obj\.npy: cannot be read without pickle", load_matrix,
                      tmp_path / "obj.npy", 1)
     with open(tmp_path / "pick.npy", "wb") as f:
