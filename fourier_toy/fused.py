@@ -5,7 +5,7 @@ is split into pieces that run on separate threads (threads.py), so these kernels
 threads of their own. Each one fuses the passes that sit between two matmuls: embedding +
 LayerNorm, residual add + LayerNorm, bias + GELU, attention that reads q, k, v in place from the
 fused projection, LayerNorm backward + residual + bias gradient, softmax cross-entropy with its
-gradient in one pass. Matmuls stay in BLAS (fused_path.py). tests/test_fused.py checks each against
+gradient in one pass. Matmuls stay in BLAS (fused_piece.py). tests/test_fused.py checks each against
 the numpy oracle (ops.py).
 
 Rows of a piece are example-major: row b*T + t is position t of example b. "step" arguments map

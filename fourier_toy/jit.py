@@ -3,9 +3,10 @@ they inline.
 
 Transcendentals: float32 uses the vectorizable approximations below (a few ulp; the C library's
 scalar calls would cost more than the whole op); float64, used for gradient checks, calls the C
-library. Every kernel (`kernels.py`, op by op; `fused.py`, the training path; `adamw_kernel.py`;
-the thread pool's spin loop in `threads.py`) compiles with these options only, and both attention
-kernels share `masked_softmax_row`.
+library. Every kernel (`kernels.py`, op by op; `fused.py`, the training path, and `fused_piece.py`,
+which strings its kernels together; `adamw_kernel.py`; the thread pool's spin loop in `threads.py`)
+compiles with these options only, and both attention kernels share `masked_softmax_row`. The one
+exception is `exact`, for the loops of `blas.py` that must round exactly as numpy's C loops do.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-__all__ = ["FASTMATH", "FLOATS", "GELU_C", "GELU_K", "JIT_OPTIONS", "exp", "jit", "masked_softmax_row", "pjit",
-           "tanh"]
+__all__ = ["FASTMATH", "FLOATS", "GELU_C", "GELU_K", "JIT_OPTIONS", "exact", "exp", "jit", "masked_softmax_row",
+           "pjit", "tanh"]
 
 # fastmath without 'nnan' and 'ninf': causal masks are -inf and NaN must propagate, so the
 # compiler may not assume either away.
@@ -32,6 +33,9 @@ jit = njit(**JIT_OPTIONS)
 # reductions across rows go through per-block partial rows, summed afterwards in a fixed order,
 # so results do not depend on the thread count.
 pjit = njit(parallel=True, **JIT_OPTIONS)
+# No fastmath at all: IEEE arithmetic in source order, for code that must reproduce numpy's own
+# loops bit for bit ('nsz' alone would fold the 0.0 + x by which numpy turns -0.0 into +0.0).
+exact = njit(cache=True, nogil=True, error_model="numpy")
 # Helpers inlined into kernels (the float32 exp/tanh) get the same floating-point flags.
 OVERLOAD_OPTIONS = {"fastmath": set(FASTMATH), "error_model": "numpy"}
 

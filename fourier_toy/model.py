@@ -20,9 +20,9 @@ Two execution paths give the same results (to float rounding):
   numba twin in turn, with the oracle's caches;
 - fused (the numba backend's `loss_and_grad`, and `forward`/`backward` without hooks at the last
   position): a batch is split into pieces by its size alone, each piece runs forward and backward
-  on its own thread with serial fused kernels (`fused.py`), single-threaded BLAS and preallocated
-  buffers, and the pieces' gradients are summed in a fixed order, so results do not depend on the
-  number of threads (`fused_path.py`). A forward of this path keeps no activations; a `backward`
+  on its own thread as one numba call that holds no GIL (`fused_piece.py`: serial fused kernels
+  of `fused.py`, single-threaded BLAS, preallocated buffers), and the pieces' gradients are summed
+  in a fixed order, so results do not depend on the number of threads (`fused_path.py`). A forward of this path keeps no activations; a `backward`
   after it recomputes them.
 A GPT object is not meant to be used from two threads at once.
 """
