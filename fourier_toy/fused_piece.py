@@ -1,9 +1,10 @@
 """One piece of the fused path (fused_path.py) as numba functions that hold no GIL from start to
-end: the fused kernels of fused.py (called through fused_calls.py) between the matmuls of blas.py, which calls the same BLAS
-routines as np.matmul with the same arguments, so the results are the ones numpy's matmuls give.
+end: the fused kernels of fused.py (called through fused_calls.py) between the matmuls of
+blas.py, which calls the BLAS routines np.matmul calls, with the same arguments. The results are
+bit-identical to those of the same kernels and np.matmul driven from Python.
 
-Two pieces on two threads then run truly in parallel. Driven from Python, op by op, each piece took
-the GIL back some 60 times a step, and every hand-off of a contended GIL woke a sleeping thread.
+Two pieces on two threads then run truly in parallel. Driven from Python, op by op, a piece took
+the GIL back about 50 times, and every hand-off of a contended GIL woke a sleeping thread.
 
 Weights are read from the flat parameter buffer through `table` (int64, (L + 1, 12)): row l < L
 holds the offsets of block l's tensors in `LAYER_TENSORS` order, row L the offsets of wte, wpe,

@@ -94,7 +94,7 @@ def _dtype(routine):
 TRANSPOSES = [blas._NO_TRANS, blas._TRANS]
 
 
-@pytest.mark.parametrize("routine, ta, tb", itertools.product(["sgemm", "dgemm"], TRANSPOSES, TRANSPOSES))
+@pytest.mark.parametrize("routine, ta, tb", list(itertools.product(["sgemm", "dgemm"], TRANSPOSES, TRANSPOSES)))
 def test_scipy_gemm_adapter_computes_row_major_products(routine, ta, tb):
     dtype = _dtype(routine)
     rng = np.random.default_rng(0)
@@ -119,7 +119,7 @@ def test_scipy_dot_adapter_computes_strided_dot_products(routine):
 
 
 @pytest.mark.parametrize("routine, order, trans",
-                         itertools.product(["sgemv", "dgemv"], [blas._ROW_MAJOR, blas._COL_MAJOR], TRANSPOSES))
+                         list(itertools.product(["sgemv", "dgemv"], [blas._ROW_MAJOR, blas._COL_MAJOR], TRANSPOSES)))
 def test_scipy_gemv_adapter_computes_both_orders(routine, order, trans):
     rng, dtype = np.random.default_rng(1), _dtype(routine)
     m, n = 4, 6  # A is m x n in the given order
