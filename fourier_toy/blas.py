@@ -12,7 +12,9 @@ and a @ a.T of one buffer (numpy calls syrk).
 The routines are found once, at import, in numpy's OpenBLAS (its ILP64 `cblas_*64_` entry points).
 Where numpy was built against another BLAS (MKL, Accelerate) they are not exported, and the same
 symbols are bound to adapters over scipy's BLAS (`scipy.linalg.cython_blas`): results then agree
-with numpy to rounding, not bit for bit. `BACKEND` says which is in use.
+with numpy to rounding, not bit for bit. The environment variable FOURIER_TOY_BLAS=scipy asks for
+the adapters anyway (FOURIER_TOY_BLAS=numpy, the default, for numpy's BLAS where it can).
+`BACKEND` says which is in use.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from numba import cfunc, types
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
+from fourier_toy.errors import ConfigError
 from fourier_toy.jit import exact, jit
 
 __all__ = ["BACKEND", "matmul"]
@@ -136,7 +139,10 @@ _ADAPTERS = {"gemm": _gemm_adapter, "gemv": _gemv_adapter, "dot": _dot_adapter}
 
 
 def _bind() -> tuple[str, dict]:
-    addresses = _numpy_cblas()
+    choice = os.environ.get("FOURIER_TOY_BLAS", "numpy")
+    if choice not in ("numpy", "scipy"):
+        raise ConfigError(f"FOURIER_TOY_BLAS: must be 'numpy' or 'scipy', got {choice!r}")
+    addresses = _numpy_cblas() if choice == "numpy" else None
     backend = "numpy-openblas"
     if addresses is None:
         backend = "scipy-blas"

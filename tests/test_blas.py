@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -132,3 +136,36 @@ def test_scipy_gemv_adapter_computes_both_orders(routine, order, trans):
     adapter.ctypes(order, trans, m, n, 1.0, _ptr(stored), lda, _ptr(x), 1, 0.0, _ptr(y), 1)
     opA = A.T if trans == blas._TRANS else A
     close(y, opA.astype(np.float64) @ x.astype(np.float64))
+
+
+def _in_subprocess(code, blas_choice):
+    env = {**os.environ, "FOURIER_TOY_BLAS": blas_choice}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env)
+
+
+def test_forced_scipy_blas_trains_like_the_numpy_oracle():
+    """The adapters end to end: the numba backend's loss and gradients on scipy's BLAS."""
+    done = _in_subprocess("""
+        import numpy as np
+        from fourier_toy import blas
+        from fourier_toy.config import ModelConfig
+        from fourier_toy.model import GPT
+        models = [GPT(ModelConfig(d_model=32, n_layers=2, n_heads=2, backend=b), 21,
+                      rng=np.random.default_rng(0), dtype=np.float64) for b in ("numba", "numpy")]
+        rng = np.random.default_rng(1)
+        tok, tg = rng.integers(0, 23, (300, 4)), rng.integers(0, 21, 300)
+        losses = [m.loss_and_grad(tok, tg) for m in models]
+        err = np.abs(models[0].grads - models[1].grads).max() / np.abs(models[1].grads).max()
+        print(blas.BACKEND, abs(losses[0] - losses[1]), err)
+    """, "scipy")
+    assert done.returncode == 0, done.stderr
+    backend, loss_err, grad_err = done.stdout.split()
+    assert backend == "scipy-blas"
+    assert float(loss_err) < 1e-12 and float(grad_err) < 1e-10
+
+
+def test_a_bad_blas_choice_is_a_one_line_config_error():
+    done = _in_subprocess("import fourier_toy.blas", "mkl")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        "fourier_toy.errors.ConfigError: FOURIER_TOY_BLAS: must be 'numpy' or 'scipy', got 'mkl'")
