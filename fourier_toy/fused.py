@@ -300,6 +300,8 @@ def ce_fwd_bwd(logits, targets, scale, dlogits):
     zero = logits.dtype.type(0.0)
     ninf = logits.dtype.type(-np.inf)
     total = 0.0
+    # The max/exp/sum loops are also in kernels._cross_entropy_fwd. A shared row helper changed
+    # the float32 results of both (the loops vectorize differently when called), so they stay.
     for i in range(M):
         m = ninf
         for c in range(C):

@@ -70,12 +70,12 @@ def _bound(name: str):
 
     def typer(typingctx, *args):
         args = tuple(types.unliteral(a) for a in args)
-        dtype = next((a.dtype for a in args if isinstance(a, types.Array) and isinstance(a.dtype, types.Float)), None)
-        if dtype is None or args != argument_types(name, np.dtype(str(dtype))):
+        real = next((a.dtype for a in args if isinstance(a, types.Array) and isinstance(a.dtype, types.Float)), None)
+        dtype = np.dtype(str(real)) if real is not None else None
+        expected = argument_types(name, dtype) if dtype is not None else None
+        if args != expected:
             return None  # numba reports the call as a typing error, with the types it was given
-        expected = argument_types(name, np.dtype(str(dtype)))
-        restype = _RETURNS[name, np.dtype(str(dtype))]
-        symbol = _symbol(name, np.dtype(str(dtype)))
+        restype, symbol = _RETURNS[name, dtype], _symbol(name, dtype)
 
         def codegen(context, builder, sig, packed):
             given = sig.args[0].types

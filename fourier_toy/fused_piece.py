@@ -152,8 +152,13 @@ def _carve_backward(buf, pos, B, T, D):
 
 
 @jit
+def _w1(w, o, n):
+    return w[o:o + n]
+
+
+@jit
 def _w2(w, o, r, c):
-    return w[o:o + r * c].reshape((r, c))
+    return _w1(w, o, r * c).reshape((r, c))
 
 
 # ---- forward ------------------------------------------------------------------------------------
@@ -172,13 +177,13 @@ def forward(tok, w, table, D, H, eps, buf, logits):
     blocks, final, _ = _carve_all(buf, B, T, D, H, L)
     x, a, mu, rs = blocks[0][0], blocks[0][1], blocks[0][2], blocks[0][3]
     t0 = table[0]
-    kern.embed_ln_fwd(tok, _w2(w, g[WTE], V, D), _w2(w, g[WPE], n_ctx, D), w[t0[LN1W]:t0[LN1W] + D],
-                       w[t0[LN1B]:t0[LN1B] + D], eps, x, a, mu, rs)
+    kern.embed_ln_fwd(tok, _w2(w, g[WTE], V, D), _w2(w, g[WPE], n_ctx, D), _w1(w, t0[LN1W], D),
+                       _w1(w, t0[LN1B], D), eps, x, a, mu, rs)
     for l in range(L):
         t = table[l]
         x, a, mu, rs, qs, kvs, z, pat, y, rm, mm, mu2, rs2, hpre, act = blocks[l]
         Wa = _w2(w, t[WA], D, 3 * D)
-        ba = w[t[BA]:t[BA] + 3 * D]
+        ba = _w1(w, t[BA], 3 * D)
         if l < L - 1:
             matmul(a, Wa, kvs)
             kern.attn_fwd(kvs, 0, kvs, D, 2 * D, ba, H, T, z, pat)
@@ -189,19 +194,19 @@ def forward(tok, w, table, D, H, eps, buf, logits):
             kern.attn_fwd(qs, 0, kvs, 0, D, ba, H, T, z, pat)
             step = T
         matmul(z, _w2(w, t[WP], D, D), y)
-        kern.res_ln_fwd(x, step, y, w[t[BP]:t[BP] + D], w[t[LN2W]:t[LN2W] + D], w[t[LN2B]:t[LN2B] + D], eps,
+        kern.res_ln_fwd(x, step, y, _w1(w, t[BP], D), _w1(w, t[LN2W], D), _w1(w, t[LN2B], D), eps,
                          rm, mm, mu2, rs2)
         matmul(mm, _w2(w, t[WF], D, 4 * D), hpre)
-        kern.gelu_bias_fwd(hpre, w[t[BF]:t[BF] + 4 * D], act)
+        kern.gelu_bias_fwd(hpre, _w1(w, t[BF], 4 * D), act)
         matmul(act, _w2(w, t[WM], 4 * D, D), y)
         if l < L - 1:
             nx = blocks[l + 1]
             xn, an, mun, rsn = nx[0], nx[1], nx[2], nx[3]
-            nw, nb = w[table[l + 1][LN1W]:table[l + 1][LN1W] + D], w[table[l + 1][LN1B]:table[l + 1][LN1B] + D]
+            nw, nb = _w1(w, table[l + 1][LN1W], D), _w1(w, table[l + 1][LN1B], D)
         else:
             xn, an, mun, rsn = final
-            nw, nb = w[g[LNFW]:g[LNFW] + D], w[g[LNFB]:g[LNFB] + D]
-        kern.res_ln_fwd(rm, 1, y, w[t[BM]:t[BM] + D], nw, nb, eps, xn, an, mun, rsn)
+            nw, nb = _w1(w, g[LNFW], D), _w1(w, g[LNFB], D)
+        kern.res_ln_fwd(rm, 1, y, _w1(w, t[BM], D), nw, nb, eps, xn, an, mun, rsn)
     matmul(final[1], _w2(w, g[UNEMBED], V, D)[:p].T, logits)
 
 
@@ -232,8 +237,8 @@ def backward(tok, w, table, D, H, buf, dlogits, gw):
     matmul(dlogits, W_U, dhf)
     dx = dx_a[:B]
     t_last = table[L - 1]
-    kern.ln_res_bwd(dhf, empty, 1, xf, muf, rsf, w[g[LNFW]:g[LNFW] + D], empty, 1, dx,
-                     gw[g[LNFW]:g[LNFW] + D], gw[g[LNFB]:g[LNFB] + D], gw[t_last[BM]:t_last[BM] + D])
+    kern.ln_res_bwd(dhf, empty, 1, xf, muf, rsf, _w1(w, g[LNFW], D), empty, 1, dx,
+                     _w1(gw, g[LNFW], D), _w1(gw, g[LNFB], D), _w1(gw, t_last[BM], D))
 
     for l in range(L - 1, -1, -1):
         t = table[l]
@@ -244,32 +249,32 @@ def backward(tok, w, table, D, H, buf, dlogits, gw):
         # MLP
         matmul(act.T, dx, _w2(gw, t[WM], F, D))
         matmul(dx, _w2(w, t[WM], F, D).T, dact[:rows])
-        kern.gelu_bias_bwd(dact[:rows], hpre, dh[:rows], gw[t[BF]:t[BF] + F])
+        kern.gelu_bias_bwd(dact[:rows], hpre, dh[:rows], _w1(gw, t[BF], F))
         matmul(mm.T, dh[:rows], _w2(gw, t[WF], D, F))
         matmul(dh[:rows], _w2(w, t[WF], D, F).T, dm[:rows])
-        kern.ln_res_bwd(dm[:rows], empty, 1, rm, mu2, rs2, w[t[LN2W]:t[LN2W] + D], dx, 1, drm[:rows],
-                         gw[t[LN2W]:t[LN2W] + D], gw[t[LN2B]:t[LN2B] + D], gw[t[BP]:t[BP] + D])
+        kern.ln_res_bwd(dm[:rows], empty, 1, rm, mu2, rs2, _w1(w, t[LN2W], D), dx, 1, drm[:rows],
+                         _w1(gw, t[LN2W], D), _w1(gw, t[LN2B], D), _w1(gw, t[BP], D))
         # attention
         matmul(z.T, drm[:rows], _w2(gw, t[WP], D, D))
         matmul(drm[:rows], _w2(w, t[WP], D, D).T, dz[:rows])
         if l < L - 1:
             kern.attn_bwd(dz[:rows], qs, 0, kvs, D, 2 * D, pat, H, T, dqkv, 0, dqkv, D, 2 * D,
-                           gw[t[BA]:t[BA] + 3 * D])
+                           _w1(gw, t[BA], 3 * D))
             matmul(a.T, dqkv, gWa)
             matmul(dqkv, Wa.T, da)
             da_last, step = empty, 1
         else:
             kern.attn_bwd(dz[:rows], qs, 0, kvs, 0, D, pat, H, T, dq, 0, dkv, 0, D,
-                           gw[t[BA]:t[BA] + 3 * D])
+                           _w1(gw, t[BA], 3 * D))
             matmul(a.reshape((B, T, D))[:, T - 1].T, dq, gWa[:, :D])
             matmul(a.T, dkv, gWa[:, D:])
             matmul(dkv, Wa[:, D:].T, da)
             matmul(dq, Wa[:, :D].T, daq)
             da_last, step = daq, T
         dx_new = dx_b if l % 2 == (L - 1) % 2 else dx_a
-        dbias_prev = gw[table[l - 1][BM]:table[l - 1][BM] + D] if l > 0 else dsum
-        kern.ln_res_bwd(da, da_last, T, x, mu, rs, w[t[LN1W]:t[LN1W] + D], drm[:rows], step, dx_new,
-                         gw[t[LN1W]:t[LN1W] + D], gw[t[LN1B]:t[LN1B] + D], dbias_prev)
+        dbias_prev = _w1(gw, table[l - 1][BM], D) if l > 0 else dsum
+        kern.ln_res_bwd(da, da_last, T, x, mu, rs, _w1(w, t[LN1W], D), drm[:rows], step, dx_new,
+                         _w1(gw, t[LN1W], D), _w1(gw, t[LN1B], D), dbias_prev)
         dx = dx_new
 
     gwte = _w2(gw, g[WTE], V, D)
