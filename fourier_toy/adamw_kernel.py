@@ -10,9 +10,9 @@ import numpy as np
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.jit import FLOATS, jit
 from fourier_toy.kernel_inputs import as_dtype, check_shape
-from fourier_toy.threads import MIN_SLICE, run_tasks, threads
+from fourier_toy.threads import run_sliced
 
-__all__ = ["adamw_update"]
+__all__ = ["Step", "adamw_update", "prepare", "step_of"]
 
 
 @jit
@@ -40,6 +40,30 @@ def adamw_update(params, grads, m, v, lr, b1, b2, eps, wd, decay_mask_f32, train
     Runs as contiguous slices on the hot path's threads (elementwise, so the result does not
     depend on the slicing).
     """
+    step = prepare(params, grads, m, v, lr, b1, b2, eps, wd, decay_mask_f32, trainable_mask_f32, t)
+    run_sliced(step, step.size)
+
+
+class Step:
+    """One AdamW step on flat buffers, checked and ready to apply in slices: step(lo, hi) updates
+    entries lo:hi (any slicing, on any threads). p, g, m, v: the flattened buffers; scalars: the
+    kernel's 9 scalars in the buffers' dtype; decay, trainable: bool masks; size: the entries.
+    optim.AdamW.prepare_step adds commit(), which counts the step once it has been applied."""
+
+    def __init__(self, p, g, m, v, scalars, decay, trainable):
+        self.p, self.g, self.m, self.v = p, g, m, v
+        self.scalars = scalars
+        self.decay, self.trainable = decay, trainable
+        self.size = p.size
+
+    def __call__(self, lo: int, hi: int) -> None:
+        _adamw(self.p[lo:hi], self.g[lo:hi], self.m[lo:hi], self.v[lo:hi], *self.scalars, self.decay[lo:hi],
+               self.trainable[lo:hi])
+
+
+def prepare(params, grads, m, v, lr, b1, b2, eps, wd, decay_mask, trainable_mask, t) -> Step:
+    """adamw_update's checks and constants, as a Step. The masks may be bool (used as they are:
+    a quarter of a float32 mask's bytes) or any 0/1 numbers."""
     fn = "adamw_update"
     for name, a in (("params", params), ("m", m), ("v", v)):
         if not isinstance(a, np.ndarray) or a.dtype not in FLOATS:
@@ -53,25 +77,28 @@ def adamw_update(params, grads, m, v, lr, b1, b2, eps, wd, decay_mask_f32, train
     g = as_dtype(fn, "grads", grads, dt)
     check_shape(fn, "grads", g, params.shape)
     masks = []
-    for name, a in (("decay_mask_f32", decay_mask_f32), ("trainable_mask_f32", trainable_mask_f32)):
-        a = as_dtype(fn, name, a, np.float32, kinds="biuf")
+    for name, a in (("decay_mask", decay_mask), ("trainable_mask", trainable_mask)):
+        a = np.asarray(a)
+        if a.dtype != np.bool_:
+            a = as_dtype(fn, name, a, np.float32, kinds="biuf") != 0  # what the kernel tests
         check_shape(fn, name, a, params.shape)
-        masks.append(a.reshape(-1))
+        masks.append(np.ascontiguousarray(a).reshape(-1))
     try:
         t = operator.index(t)
     except TypeError:
         raise ConfigError(f"{fn}: t must be an integer step count >= 1, got {t!r}") from None
     if t < 1:
         raise ConfigError(f"{fn}: t must be an integer step count >= 1, got {t}")
-    T = dt.type
-    args = (T(lr), T(b1), T(1.0 - b1), T(b2), T(1.0 - b2), T(eps), T(lr * wd),
-            T(1.0 - b1**t), T(1.0 - b2**t))
-    flat = [a.reshape(-1) for a in (params, g, m, v)] + masks
-    n = flat[0].size
-    k = min(threads(), max(1, n // MIN_SLICE))
-    bounds = [n * j // k for j in range(k + 1)]
+    return step_of(*(a.reshape(-1) for a in (params, g, m, v)), lr, b1, b2, eps, wd, *masks, t)
 
-    def task(lo, hi):
-        return lambda: _adamw(*(a[lo:hi] for a in flat[:4]), *args, flat[4][lo:hi], flat[5][lo:hi])
 
-    run_tasks([task(bounds[j], bounds[j + 1]) for j in range(k)], k)
+def step_of(p, g, m, v, lr, b1, b2, eps, wd, decay, trainable, t) -> Step:
+    """A Step without prepare's checks, for a caller that has made them: p, g, m, v flat
+    C-contiguous arrays of one float dtype (p, m, v writable), decay and trainable bool arrays of
+    their size, t >= 1."""
+    T = p.dtype.type
+    scalars = (T(lr), T(b1), T(1.0 - b1), T(b2), T(1.0 - b2), T(eps), T(lr * wd), T(1.0 - b1**t), T(1.0 - b2**t))
+    return Step(p, g, m, v, scalars, decay, trainable)
+
+
+adamw_update.step_of = step_of  # optim.AdamW makes its own checks and slices the step itself

@@ -84,9 +84,7 @@ class OurRunner:
                          update=getattr(gpt.be, "adamw_update", None))
 
     def train(self, tokens, targets):
-        loss = self.model.loss_and_grad(tokens, targets)
-        self.opt.step(self.model.params, self.model.grads)
-        return loss
+        return self.model.train_step(tokens, targets, self.opt)
 
     def eval(self, tokens):
         return self.model.forward(tokens)

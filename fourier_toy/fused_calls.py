@@ -1,4 +1,5 @@
-"""The kernels of fused.py, callable from numba code as the very machine code a Python caller runs.
+"""The kernels of fused.py (and the AdamW update), callable from numba code as the very machine code
+a Python caller runs.
 
 A numba function that calls another links a copy of the callee's code into its own module and
 optimizes the two together. For the fused kernels, compiled with reassociating fastmath, that
@@ -19,11 +20,11 @@ from numba.core import cgutils
 from numba.core.typing import signature
 from numba.extending import intrinsic
 
-from fourier_toy import fused
+from fourier_toy import adamw_kernel, fused
 from fourier_toy.jit import FLOATS
 
-# Argument kinds: f1/f2/f4 C-contiguous float arrays of 1/2/4 dimensions, i1/i2 intp arrays,
-# n an int64, s a float scalar of the arrays' dtype.
+# Argument kinds: f1/f2/f4 C-contiguous float arrays of 1/2/4 dimensions, i1/i2 intp arrays, b1 a
+# bool array, n an int64, s a float scalar of the arrays' dtype. "adamw" is adamw_kernel._adamw.
 KERNEL_ARGS = {
     "embed_ln_fwd": "i2 f2 f2 f1 f1 s f2 f2 f1 f1",
     "res_ln_fwd": "f2 n f2 f1 f1 f1 s f2 f2 f1 f1",
@@ -34,13 +35,20 @@ KERNEL_ARGS = {
     "attn_bwd": "f2 f2 n f2 n n f4 n n f2 n f2 n n f1",
     "ce_fwd_bwd": "f2 i1 s f2",
     "embed_bwd": "i2 f2 f2 f2",
+    "add_into": "f1 f1",
+    "adamw": "f1 f1 f1 f1 s s s s s s s s s b1 b1",
 }
+
+
+def _kernel(name: str):
+    return adamw_kernel._adamw if name == "adamw" else getattr(fused, name)
 
 
 def argument_types(name: str, dtype) -> tuple:
     real = from_dtype(np.dtype(dtype))
     kinds = {"f1": types.Array(real, 1, "C"), "f2": types.Array(real, 2, "C"), "f4": types.Array(real, 4, "C"),
              "i1": types.Array(types.intp, 1, "C"), "i2": types.Array(types.intp, 2, "C"), "n": types.int64,
+             "b1": types.Array(types.boolean, 1, "C"),
              "s": real}
     return tuple(kinds[k] for k in KERNEL_ARGS[name].split())
 
@@ -54,7 +62,7 @@ def _bind() -> dict:
     returns = {}
     for dtype in FLOATS:
         for name in KERNEL_ARGS:
-            kernel, argtys = getattr(fused, name), argument_types(name, dtype)
+            kernel, argtys = _kernel(name), argument_types(name, dtype)
             kernel.compile(argtys)
             cres = kernel.overloads[argtys]
             llvm.add_symbol(_symbol(name, dtype), cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
@@ -94,5 +102,5 @@ def _bound(name: str):
     return intrinsic(typer)
 
 
-embed_ln_fwd, res_ln_fwd, ln_res_bwd, gelu_bias_fwd, gelu_bias_bwd, attn_fwd, attn_bwd, ce_fwd_bwd, embed_bwd = (
-    _bound(name) for name in KERNEL_ARGS)
+(embed_ln_fwd, res_ln_fwd, ln_res_bwd, gelu_bias_fwd, gelu_bias_bwd, attn_fwd, attn_bwd, ce_fwd_bwd, embed_bwd,
+ add_into, adamw) = (_bound(name) for name in KERNEL_ARGS)

@@ -1,7 +1,9 @@
 """The fused path of a GPT (model.py): last-position logits, loss and gradients, a batch cut into
 pieces that run on the threads of threads.py. Each piece is one call into fused_piece.py (the
 fused kernels of fused.py between numpy's BLAS matmuls, without the GIL), with its thread's
-reusable buffers and its own gradient buffer.
+reusable buffers and its own gradient buffer. In training, each thread's whole share of a step
+(its pieces, the barrier, its slice of the gradient sum and of the optimizer's step) is one call
+into fused_step.py.
 
 The pieces depend only on the batch size (piece_bounds), never on the thread count, and their
 gradients are summed in a fixed order, so results are bit-identical for any number of threads.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,6 +37,12 @@ def piece_bounds(batch: int, train: bool = True) -> list[int]:
     else:
         n = max(1, -(-batch // EVAL_PIECE))
     return [batch * k // n for k in range(n + 1)]
+
+
+def _below(ids: np.ndarray, upper: int) -> bool:
+    """Whether every entry of an intp array lies in [0, upper): one pass, since a negative id
+    read as unsigned is larger than any upper bound."""
+    return ids.size == 0 or int(ids.view(np.uintp).max()) < upper
 
 
 class _Workspace:
@@ -71,7 +80,14 @@ class FusedPath:
         self.table = self.piece.weight_table(model)
         self.workspaces: dict[int, _Workspace] = {}
         self.scratch_sizes: dict[tuple, int] = {}
-        self.piece_grads: dict[int, np.ndarray] = {0: model.grads}
+        self.step = importlib.import_module(".fused_step", __package__)
+        self.extra = np.zeros((0, model.grads.size), dtype=self.dtype)
+        empty, no_mask = np.zeros(0, dtype=self.dtype), np.zeros(0, dtype=bool)
+        self._no_step = (empty, empty, empty, no_mask, no_mask)  # opt, m, v, decay, trainable
+        self.plans: dict[tuple, tuple] = {}
+        self.sync = np.zeros(0, dtype=np.int64)  # the barrier count each thread has reached
+        self.barriers = 0
+        self.spin = self.threads.barrier_iterations()
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -85,29 +101,35 @@ class FusedPath:
             entries = self.scratch_sizes[B, T] = self.piece.scratch_entries(B, T, self.D, self.H, self.L)
         return ws.buffers(entries, B, self.model.p)
 
+    def _extra(self, P: int) -> np.ndarray:
+        """(P - 1, size): the gradient buffers of pieces 1..P-1 (piece 0's is the model's own)."""
+        if len(self.extra) < P - 1:
+            self.extra = np.zeros((P - 1, self.model.grads.size), dtype=self.dtype)
+        return self.extra[:P - 1]
+
     def _grads(self, k: int) -> np.ndarray:
         """Piece k's flat gradient buffer: the model's own for piece 0."""
-        if k not in self.piece_grads:
-            self.piece_grads[k] = np.zeros_like(self.model.grads)
-        return self.piece_grads[k]
+        return self.model.grads if k == 0 else self._extra(k + 1)[k - 1]
 
     def _tokens(self, tokens) -> np.ndarray:
         tok = np.asarray(tokens)
         if tok.dtype.kind not in "iu":
             raise DataError(f"tokens: expected integer token ids, got dtype {tok.dtype}")
         V = self.model.vocab_size
-        if tok.size and (tok.min() < 0 or tok.max() >= V):
+        ids = np.ascontiguousarray(tok, dtype=np.intp)
+        if not _below(ids, V):
             raise DataError(f"tokens: ids must lie in [0, {V}), got values in [{tok.min()}, {tok.max()}]")
-        return np.ascontiguousarray(tok, dtype=np.intp)
+        return ids
 
     def _targets(self, targets, batch: int) -> np.ndarray:
         tg = np.asarray(targets)
         p = self.model.p
         if tg.dtype.kind not in "iu" or tg.shape != (batch,):
             raise DataError(f"targets: expected {batch} integer number tokens, got {tg.dtype} {tg.shape}")
-        if batch and (tg.min() < 0 or tg.max() >= p):
+        ids = np.ascontiguousarray(tg, dtype=np.intp)
+        if not _below(ids, p):
             raise DataError(f"targets: must lie in [0, {p}), got values in [{tg.min()}, {tg.max()}]")
-        return np.ascontiguousarray(tg, dtype=np.intp)
+        return ids
 
     # ---- public entry points ---------------------------------------------------------------------
 
@@ -131,19 +153,58 @@ class FusedPath:
         self.threads.run_tasks([(lambda j=j: work(j)) for j in range(W)], W)
         return out
 
-    def loss_and_grad(self, tokens, targets) -> float:
+    def loss_and_grad(self, tokens, targets, step=None) -> float:
+        """The mean loss; fills the model's gradient. With step (optim.AdamW.prepare_step's), the
+        same hand-off then applies it, slice by slice, and commits it, unless the loss is not
+        finite: the parameters then stay as they were. One numba call per thread
+        (fused_step.train_share) does it all."""
         tok = self._tokens(tokens)
         tg = self._targets(targets, len(tok))
-        scale = self.dtype.type(1.0 / max(len(tok), 1))
-        w, table, piece, T = self.model.params, self.table, self.piece, tok.shape[1]
+        B, T = tok.shape
+        bounds, n, cuts, biggest = self._plan(B)
+        P = len(bounds) - 1
+        grads, extra, losses = self.model.grads, self._extra(P), np.zeros(P)
+        if step is None:
+            opt, m, v, decay, trainable = self._no_step
+        else:
+            opt = np.array(step.scalars, dtype=self.dtype)
+            m, v, decay, trainable = step.m, step.v, step.decay, step.trainable
+        if len(self.sync) < n:
+            self.sync = np.zeros(n, dtype=np.int64)
+        self.barriers += 1  # counts only grow, so a stale entry never passes the next barrier
+        # Everything a thread needs is ready before the hand-off: the caller then lets go of the
+        # GIL as soon as it has posted the work, and each task is a single numba call.
+        w, scale, after = self.model.params, self.dtype.type(1.0 / max(B, 1)), (cuts, opt, m, v, decay, trainable)
+        shares = [((j, n, bounds, tok, tg, scale, w, self.table, self.D, self.H, self.eps,
+                    *(a.reshape(-1) for a in self._ws(j, biggest[j], T)), self.model.p, grads, extra, losses, self.sync,
+                    self.barriers), after) for j in range(n)]
+        done = self.threads.run_tasks([partial(self._share, *share) for share in shares], n, first_posts=True)
+        for j, finished in enumerate(done):
+            if not finished:
+                self.step.finish_slice(j, cuts, losses, grads, extra, opt, self.model.params, m, v, decay, trainable)
+        loss = math.fsum(losses) / max(B, 1)
+        if step is not None and math.isfinite(loss):
+            step.commit()
+        return float(loss)
 
-        def train(j, k, lo, hi):
-            scratch, logits, dlogits = self._ws(j, hi - lo, T)
-            return piece.train(tok[lo:hi], tg[lo:hi], scale, w, table, self.D, self.H, self.eps, scratch, logits,
-                               dlogits, self._grads(k))
+    def _share(self, before, after) -> bool:
+        # Run inline, the other shares come after this one: no waiting at the barrier.
+        iters = 0 if self.threads.inline() else self.spin
+        return self.step.train_share(self.threads.post_handle(), *before, iters, *after)
 
-        sums = self._run_pieces(len(tok), train)
-        return float(math.fsum(sums) / max(len(tok), 1))
+    def _plan(self, B: int) -> tuple:
+        """For a training batch of B examples: the pieces' bounds (int64), the number of threads,
+        the slices' cuts (int64) and each thread's largest piece."""
+        key = (B, self.threads.threads())
+        plan = self.plans.get(key)
+        if plan is None:
+            bounds = piece_bounds(B)
+            P = len(bounds) - 1
+            cuts = np.array(self.threads.slice_bounds(self.model.grads.size), dtype=np.int64)
+            n = min(key[1], max(P, len(cuts) - 1))
+            biggest = [max((bounds[k + 1] - bounds[k] for k in range(j, P, n)), default=1) for j in range(n)]
+            plan = self.plans[key] = (np.array(bounds, dtype=np.int64), n, cuts, biggest)
+        return plan
 
     def backward(self, tokens, dlogits) -> None:
         tok = self._tokens(tokens)
@@ -167,6 +228,7 @@ class FusedPath:
         P = len(bounds) - 1
         W = min(self.threads.threads(), P)
         results = [0.0] * P
+        self._extra(P)  # allocated here, not by the threads
 
         def work(j):
             for k in range(j, P, W):
@@ -174,15 +236,11 @@ class FusedPath:
 
         self.threads.run_tasks([(lambda j=j: work(j)) for j in range(W)], W)
         if P > 1:
-            g0 = self.model.grads
-            extra = [self._grads(k) for k in range(1, P)]
-            n = g0.size
-            S = min(W, max(1, n // self.threads.MIN_SLICE))
-            cuts = [n * i // S for i in range(S + 1)]
+            g0, extra = self.model.grads, self._extra(P)
 
             def add(lo, hi):
                 for e in extra:  # a fixed order: piece 1, 2, ...
                     self.fused.add_into(g0[lo:hi], e[lo:hi])
 
-            self.threads.run_tasks([(lambda i=i: add(cuts[i], cuts[i + 1])) for i in range(S)], S)
+            self.threads.run_sliced(add, g0.size)
         return results

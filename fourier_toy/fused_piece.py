@@ -225,7 +225,10 @@ def backward(tok, w, table, D, H, buf, dlogits, gw):
     F, p = 4 * D, dlogits.shape[1]
     blocks, final, pos = _carve_all(buf, B, T, D, H, L)
     xf, hf, muf, rsf = final
-    empty = buf[0:0].reshape((0, D))
+    # The absent optional inputs: an empty view at the end of the gap that opens the scratch, so
+    # that the kernels' overlap checks, which reach a row before it, stay inside the scratch,
+    # wherever the caller's gradient buffer ends (see guard).
+    empty = buf[guard(D):guard(D)].reshape((0, D))
     dhf, dact, dh, dm, drm, dz, da, dqkv, dq, dkv, dx_a, dx_b, daq, dsum = _carve_backward(buf, pos, B, T, D)[0]
 
     # Unembedding: its rows past the numbers get no gradient; for a tied model the embedding

@@ -18,11 +18,13 @@ replaced an activation there is no backward (the gradient would be of a differen
 Two execution paths give the same results (to float rounding):
 - op by op (any backend; hooks, `all_positions`, the numpy oracle): each op of `ops.py` or its
   numba twin in turn, with the oracle's caches;
-- fused (the numba backend's `loss_and_grad`, and `forward`/`backward` without hooks at the last
-  position): a batch is split into pieces by its size alone, each piece runs forward and backward
-  on its own thread as one numba call that holds no GIL (`fused_piece.py`: serial fused kernels
-  of `fused.py`, single-threaded BLAS, preallocated buffers), and the pieces' gradients are summed
-  in a fixed order, so results do not depend on the number of threads (`fused_path.py`). A forward of this path keeps no activations; a `backward`
+- fused (the numba backend's `loss_and_grad` and `train_step`, and `forward`/`backward` without
+  hooks at the last position): a batch is split into pieces by its size alone, each piece runs
+  forward and backward on its own thread as one numba call that holds no GIL (`fused_piece.py`:
+  serial fused kernels of `fused.py`, single-threaded BLAS, preallocated buffers), and the pieces'
+  gradients are summed in a fixed order, so results do not depend on the number of threads
+  (`fused_path.py`); a training step adds the optimizer's update to the same calls
+  (`fused_step.py`). A forward of this path keeps no activations; a `backward`
   after it recomputes them.
 A GPT object is not meant to be used from two threads at once.
 """
@@ -30,12 +32,14 @@ A GPT object is not meant to be used from two threads at once.
 from __future__ import annotations
 
 import importlib
+import math
 from collections import defaultdict
 
 import numpy as np
 
 from . import ops
 from .config import ModelConfig
+from .optim import clip_grad_norm
 from .params import Layout, init_gpt2
 
 HOOK_NAMES_GLOBAL = ("hook_embed", "hook_pos_embed", "ln_final.hook_normalized")
@@ -280,12 +284,35 @@ class GPT:
 
     def loss_and_grad(self, tokens, targets) -> float:
         """Mean cross-entropy of the last-position number logits; fills self.grads."""
+        return self._loss_and_grad(tokens, targets, None)
+
+    def train_step(self, tokens, targets, opt, lr=None, grad_clip=None) -> float:
+        """One training step: loss_and_grad; global-norm clipping of self.grads at grad_clip
+        (None or 0: none); opt.step(self.params, self.grads, lr) unless the loss is not finite
+        (the parameters then stay as they were). Returns the loss.
+
+        On the fused path without clipping, the gradient sum and the optimizer's slices run in
+        the same hand-off as the pieces, which saves the threads a round trip through the caller.
+        """
+        prepare = getattr(opt, "prepare_step", None)
+        if not grad_clip and prepare is not None and self._fused() is not None:
+            update = prepare(self.params, self.grads, lr)
+            if update is not None:
+                return self._loss_and_grad(tokens, targets, update)
+        loss = self.loss_and_grad(tokens, targets)
+        if grad_clip:
+            clip_grad_norm(self.grads, grad_clip)
+        if math.isfinite(loss):
+            opt.step(self.params, self.grads, lr)
+        return loss
+
+    def _loss_and_grad(self, tokens, targets, update) -> float:
         if self._fused() is not None:
             tokens = np.asarray(tokens)
             if tokens.ndim != 2 or not 1 <= tokens.shape[1] <= self.cfg.n_ctx:
                 raise ValueError(f"tokens: expected shape (batch, 1..{self.cfg.n_ctx}), got {tokens.shape}")
             self._replaced = False
-            loss = self._fused().loss_and_grad(tokens, targets)
+            loss = self._fused().loss_and_grad(tokens, targets, update)
             self._caches = _Recompute(tokens)
             return loss
         logits = self.forward(tokens)

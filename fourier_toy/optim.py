@@ -173,16 +173,49 @@ class AdamW:
 
         ``lr`` overrides the stored learning rate for this step (e.g. from an LRSchedule).
         """
-        self._check_buffer(params, "params")
-        self._check_buffer(grads, "grads")
-        if not params.flags.writeable:
-            raise DataError("optimizer.step params: array is read-only")
-        step_lr = self.lr if lr is None else _check_float(lr, "lr", 0.0, math.inf, False, True)
+        update = self.prepare_step(params, grads, lr)
+        if update is not None:
+            from .threads import run_sliced
+
+            run_sliced(update, self.n)
+            update.commit()
+            return
+        step_lr = self._checked_step(params, grads, lr)
         self.t += 1
         self._update(
             params, grads, self.m, self.v, step_lr, self.beta1, self.beta2, self.eps,
             self.weight_decay, self._decay_f32, self._trainable_f32, self.t,
         )
+
+    def prepare_step(self, params: np.ndarray, grads: np.ndarray, lr: float | None = None):
+        """The next step, checked as step() checks it, for an update function that can be cut
+        into slices (the numba one: adamw_kernel.step_of); None for one that cannot.
+
+        Returns an adamw_kernel.Step: ``update(lo, hi)`` applies the step to entries lo:hi (any
+        slicing, on any threads); once every entry has been updated, ``update.commit()`` counts
+        the step. A step that is never committed must not be applied at all.
+        """
+        step_of = getattr(self._update, "step_of", None)
+        if step_of is None:
+            return None
+        step_lr = self._checked_step(params, grads, lr)
+        t = self.t + 1
+        update = step_of(params, grads, self.m, self.v, step_lr, self.beta1, self.beta2, self.eps, self.weight_decay,
+                         self.decay_mask, self.trainable_mask, t)
+
+        def commit():
+            self.t = t
+
+        update.commit = commit
+        return update
+
+    def _checked_step(self, params, grads, lr) -> float:
+        """The step's learning rate, after checking the buffers."""
+        self._check_buffer(params, "params")
+        self._check_buffer(grads, "grads")
+        if not params.flags.writeable:
+            raise DataError("optimizer.step params: array is read-only")
+        return self.lr if lr is None else _check_float(lr, "lr", 0.0, math.inf, False, True)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the state as arrays (safetensors-ready).

@@ -58,7 +58,7 @@ from .config import ModelConfig
 from .errors import CheckpointError, ConfigError, DataError, FourierToyError
 from .evaluate import predict
 from .model import GPT
-from .optim import AdamW, LRSchedule, clip_grad_norm
+from .optim import AdamW, LRSchedule
 from .params import decay_mask
 from .runs import load_tensors, save_tensors
 
@@ -173,11 +173,9 @@ def pretrain(cfg: ToyConfig) -> tuple[GPT, dict]:
             order = np.random.default_rng([cfg.seed, RNG_EPOCH, epoch]).permutation(len(targets))
             order_epoch = epoch
         idx = order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
-        last_loss = model.loss_and_grad(tokens[idx], targets[idx])
-        clip_grad_norm(model.grads, cfg.grad_clip)
+        last_loss = model.train_step(tokens[idx], targets[idx], opt, schedule(step), cfg.grad_clip)
         if not math.isfinite(last_loss):
             raise DataError(f"toy pre-training diverged at step {step} (loss {last_loss}); lower toy.lr")
-        opt.step(model.params, model.grads, schedule(step))
         step += 1
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             acc = digit_accuracy(model, tokens, targets)

@@ -3,7 +3,8 @@
 The model's hot path (a training step, an evaluation batch, the optimizer step) splits its work
 into pieces that run on the caller's thread plus `threads() - 1` pool threads. Inside a piece
 every kernel is serial and BLAS runs single-threaded, so the only synchronization is one wait at
-the end of each hand-off. Thread pools that spin long while waiting for work (OpenMP's and
+the end of each hand-off, and in a training step one `barrier` between the pieces and the
+gradient sum (fused_step.py). Thread pools that spin long while waiting for work (OpenMP's and
 OpenBLAS's) are kept out of the hot path: on a shared machine two such pools of 2 threads each can
 slow a step down by 10-40x, and even on an idle one they pay a wake-up per matmul. Our own pool
 spins for at most SPIN_SECONDS per wait (see _SpinPool), then sleeps. The number of
@@ -24,10 +25,14 @@ from numba.extending import intrinsic
 
 from fourier_toy.jit import jit
 
-__all__ = ["MIN_SLICE", "SPIN_SECONDS", "run_tasks", "single_threaded_blas", "threads"]
+__all__ = ["MIN_SLICE", "SPIN_SECONDS", "barrier", "barrier_iterations", "inline", "post", "post_handle", "run_sliced",
+           "run_tasks", "slice_bounds", "single_threaded_blas", "threads"]
 
 _pool = None
 _pool_lock = threading.Lock()
+_inline = threading.local()
+_calls = threading.local()  # .handle: the post a caller's first task makes (run_tasks' first_posts)
+_NO_POST = (np.zeros(0, dtype=np.int64), 0, 0)
 _blas = None
 _blas_saved: list = []
 _blas_depth = 0
@@ -47,13 +52,19 @@ def threads() -> int:
     return max(1, int(numba.get_num_threads()))
 
 
-def run_tasks(tasks, n_threads: int | None = None) -> list:
+def run_tasks(tasks, n_threads: int | None = None, first_posts: bool = False) -> list:
     """Run zero-argument callables, task k on thread k % n; returns their results in order.
 
     The caller's thread runs its share itself; an exception in any task is raised here after
     all tasks have finished. BLAS is limited to one thread while the tasks run. A call made while
     the pool serves another one (from another thread, or from inside a task) runs its tasks on
     the calling thread, in order: a task's result does not depend on where it runs.
+
+    first_posts: task 0 hands the other tasks to the workers itself, from numba code that has let
+    go of the GIL, with post(*post_handle()) (post_handle() read by task 0, on the caller's
+    thread). A worker that sees its task posted then finds the GIL free: posted from Python, it
+    would wait for the caller to let go of the GIL, and be woken by the system (tens of us).
+    Without that call the workers start when task 0 has finished.
     """
     n = min(len(tasks), n_threads if n_threads is not None else threads())
     pool = _get_pool(n - 1) if n > 1 else None
@@ -61,16 +72,58 @@ def run_tasks(tasks, n_threads: int | None = None) -> list:
         n = min(n, pool.workers + 1)
     if pool is None or not pool.lock.acquire(blocking=False):
         with single_threaded_blas():
-            return [t() for t in tasks]
+            depth = getattr(_inline, "depth", 0)
+            _inline.depth = depth + 1
+            try:
+                return [t() for t in tasks]
+            finally:
+                _inline.depth = depth
     try:
         with single_threaded_blas():
-            shares = pool.run(tasks, n)
+            shares = pool.run(tasks, n, first_posts)
     finally:
         pool.lock.release()
     errors = [s for s in shares if isinstance(s, _Failed)]
     if errors:
         raise errors[0].error
     return [shares[k % n][k // n] for k in range(len(tasks))]
+
+
+def slice_bounds(size: int) -> list[int]:
+    """Where elementwise work over `size` entries (the gradient sum, AdamW) is cut: one slice per
+    thread, each of at least MIN_SLICE entries, and at least one slice."""
+    k = min(threads(), max(1, size // MIN_SLICE))
+    return [size * j // k for j in range(k + 1)]
+
+
+def run_sliced(fn, size: int) -> None:
+    """fn(lo, hi) for the slices of slice_bounds(size), one per thread."""
+    cuts = slice_bounds(size)
+    run_tasks([(lambda j=j: fn(cuts[j], cuts[j + 1])) for j in range(len(cuts) - 1)], len(cuts) - 1)
+
+
+def post_handle() -> tuple:
+    """(state, n, epoch) for post(), to task 0 of a run_tasks(..., first_posts=True) call; a
+    handle that posts nothing to any other caller."""
+    return getattr(_calls, "handle", None) or _NO_POST
+
+
+@jit
+def post(state, n, epoch):
+    """Posts call number `epoch` to workers 1..n-1 (see run_tasks' first_posts)."""
+    for j in range(1, n):
+        _store_release(state, j, epoch)
+
+
+def inline() -> bool:
+    """Whether the calling thread is running a call's tasks one after another (a task of one
+    may not wait for another's: that one has not started)."""
+    return getattr(_inline, "depth", 0) > 0
+
+
+def barrier_iterations() -> int:
+    """How many iterations of barrier()'s spin on two threads last about SPIN_SECONDS."""
+    return _get_pool(0).barrier_spin
 
 
 def _get_pool(workers: int) -> _SpinPool:
@@ -106,6 +159,13 @@ class _SpinPool:
     the back-to-back calls of a training loop, and the short limit keeps an idle pool from holding
     a core (unlike OpenMP's and OpenBLAS's pools, see the module doc). Only the workers a call
     uses are woken.
+
+    A worker publishes a finished call from numba, after it has let go of the GIL, so that the
+    caller spinning on it does not then wait for the GIL; it notifies only a caller that sleeps.
+    A caller asleep on `finished` looks again every SPIN_SECONDS in any case: a worker may have
+    published just as the caller fell asleep, unseen. A post made from numba (run_tasks'
+    first_posts) notifies no one either: before task 0 starts, the caller wakes the workers and
+    marks the post pending, and until task 0 has finished no worker goes to sleep.
     """
 
     def __init__(self):
@@ -120,51 +180,74 @@ class _SpinPool:
         self.lock = threading.Lock()  # held by the caller being served
         self.posted = threading.Condition()
         self.finished = threading.Condition()
+        self.caller_sleeping = False  # the caller waits on `finished`
+        self.pending = False  # task 0 is to post from numba: the workers do not sleep (under `posted`)
         self.jobs: list = [None] * self.size
         self.shares: list = [None] * self.size
         self.spin = _spin_iterations()
+        self.barrier_spin = _barrier_iterations()
 
     def grow(self, workers: int) -> None:
         for j in range(self.workers + 1, min(workers, self.size - 1) + 1):
             threading.Thread(target=self._work, args=(j,), daemon=True, name=f"fourier_toy_{j}").start()
             self.workers = j
 
-    def run(self, tasks, n: int) -> list:
+    def run(self, tasks, n: int, first_posts: bool = False) -> list:
         state, spin, done = self.state, self.spin, self.size
         self.epoch += 1
         epoch = self.epoch
         for j in range(1, n):
             self.jobs[j] = (tasks, n)
-            state[j] = epoch
-        with self.posted:
-            self.posted.notify_all()
+        if first_posts:
+            _calls.handle = (state, n, epoch)
+            with self.posted:  # the workers spin, and do not sleep, until the post comes
+                self.pending = True
+                self.posted.notify_all()
+        else:
+            self._post(n, epoch)
         try:
             self.shares[0] = _share(tasks, 0, n)
         finally:  # every worker has finished this call before the caller goes on
+            if first_posts:
+                _calls.handle = None
+                with self.posted:
+                    self.pending = False
+                self._post(n, epoch)  # the same epoch again, in case task 0 raised before posting
             for j in range(1, n):
                 if not _spin_while(state, done + j, epoch, False, spin):
                     with self.finished:
+                        self.caller_sleeping = True
                         while state[done + j] != epoch:
-                            self.finished.wait()
+                            self.finished.wait(SPIN_SECONDS)
+                        self.caller_sleeping = False
         shares = self.shares[:n]
         self.jobs[1:n] = [None] * (n - 1)  # let go of the tasks and their results
         self.shares[:n] = [None] * n
         return shares
 
+    def _post(self, n: int, epoch: int) -> None:
+        for j in range(1, n):
+            self.state[j] = epoch
+        with self.posted:
+            self.posted.notify_all()
+
     def _work(self, j: int) -> None:
         state, spin, done = self.state, self.spin, self.size
         seen = 0
         while True:
-            if not _spin_while(state, j, seen, True, spin):
+            posted = _publish_and_spin(state, done + j, seen, j, spin)
+            while not posted:  # woken up, it spins again: a post may come from numba, unnotified
                 with self.posted:
-                    while state[j] == seen:
+                    if state[j] == seen and not self.pending:
                         self.posted.wait()
+                posted = _spin_while(state, j, seen, True, spin)
             seen = int(state[j])
             tasks, n = self.jobs[j]
             self.shares[j] = _share(tasks, j, n)
-            state[done + j] = seen
-            with self.finished:
-                self.finished.notify_all()
+            if self.caller_sleeping:
+                state[done + j] = seen
+                with self.finished:
+                    self.finished.notify_all()
 
 
 @intrinsic
@@ -183,6 +266,42 @@ def _load_acquire(typingctx, arr, i):
     return sig, codegen
 
 
+@intrinsic
+def _store_release(typingctx, arr, i, value):
+    """arr[i] = value for a 1-D int64 array, as an atomic release store: every write made before
+    it is visible to a thread that reads the value with _load_acquire."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
+        return None
+    sig = types.void(arr, types.intp, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]])
+        builder.store_atomic(args[2], ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@jit
+def barrier(sync, j, n, count, iters):
+    """Thread j of n reaches barrier number `count` (counts only grow): sets sync[j] = count, then
+    looks whether sync[0:n] have all reached it, again up to iters times (spinning, without the
+    GIL). Returns whether they have; a caller that gets False must not rely on the other threads'
+    work, nor they on its work after the barrier."""
+    _store_release(sync, j, count)
+    spun = 0
+    while True:
+        lowest = count
+        for i in range(n):
+            lowest = min(lowest, _load_acquire(sync, i))
+        if lowest >= count:
+            return True
+        if spun >= iters:
+            return False
+        spun += 1
+
+
 @jit
 def _spin_while(state, i, value, equal, iters):
     """Spins while (state[i] == value) == equal, at most iters times (without the GIL);
@@ -191,6 +310,14 @@ def _spin_while(state, i, value, equal, iters):
         if (_load_acquire(state, i) == value) != equal:
             return True
     return False
+
+
+@jit
+def _publish_and_spin(state, at, seen, i, iters):
+    """state[at] = seen (a release store: the call `seen` is finished), then _spin_while(state, i,
+    seen, True, iters): waits for the next call."""
+    _store_release(state, at, seen)
+    return _spin_while(state, i, seen, True, iters)
 
 
 def _spin_iterations() -> int:
@@ -202,6 +329,19 @@ def _spin_iterations() -> int:
     n = 1 << 16
     t = time.perf_counter()
     _spin_while(probe, 0, 0, True, n)
+    dt = max(time.perf_counter() - t, 1e-9)
+    return max(1000, int(n * SPIN_SECONDS / dt))
+
+
+def _barrier_iterations() -> int:
+    """How many iterations of barrier()'s spin on two threads last SPIN_SECONDS on this machine."""
+    import time
+
+    sync = np.zeros(2, dtype=np.int64)
+    barrier(sync, 0, 2, 1, 1000)  # compiled (or loaded from the cache) first; sync[1] stays 0
+    n = 1 << 16
+    t = time.perf_counter()
+    barrier(sync, 0, 2, 1, n)
     dt = max(time.perf_counter() - t, 1e-9)
     return max(1000, int(n * SPIN_SECONDS / dt))
 

@@ -30,7 +30,7 @@ from .build import build_model, trainable_mask
 from .config import Config
 from .errors import CheckpointError, ConfigError
 from .evaluate import evaluate
-from .optim import AdamW, LRSchedule, clip_grad_norm
+from .optim import AdamW, LRSchedule
 from .params import decay_mask
 from .runs import append_jsonl, atomic_write_json, load_tensors, read_jsonl, save_tensors, truncate_jsonl
 from .task import SPLITS, make_splits
@@ -165,12 +165,10 @@ def train(cfg: Config, out, resume: bool = False, force: bool = False, progress:
             order = np.random.default_rng([cfg.seed, RNG_EPOCH, epoch]).permutation(len(train_split))
             order_epoch = epoch
         idx = order[pos * tc.batch_size : (pos + 1) * tc.batch_size]
-        loss = model.loss_and_grad(train_split.tokens[idx], train_split.targets[idx])
-        clip_grad_norm(model.grads, tc.grad_clip)
-        if not math.isfinite(loss):
+        loss = model.train_step(train_split.tokens[idx], train_split.targets[idx], opt, schedule(step), tc.grad_clip)
+        if not math.isfinite(loss):  # the step was not applied
             stop = "diverged"
             break
-        opt.step(model.params, model.grads, schedule(step))
         step += 1
         losses.append(loss)
         bar.update(1)

@@ -174,6 +174,37 @@ def test_scratch_entries_is_exactly_what_the_piece_carves(B, T, n_heads, d_head,
     assert end == n
 
 
+@pytest.mark.parametrize("shape", [(1, 4, 8, True), (2, 2, 16, False), (2, 4, 32, True)])
+def test_piece_bits_do_not_depend_on_where_its_buffers_lie(shape):
+    """The piece's five buffers (weights, gradient, scratch, logits, dlogits) in one arena, in every
+    order, back to back or apart. The kernels' run-time overlap checks must find no overlap in any
+    of them: the gradient buffer ending right before the scratch once sent the final LayerNorm's
+    backward down its scalar loop (the absent optional inputs sat at the scratch's first entry)."""
+    import itertools
+
+    n_layers, n_heads, d_head, tied = shape
+    m, tok, tg = model_and_batch(n_layers, n_heads, d_head, 37, 4, tied, np.float32, 21, 3)
+    D, B, T = m.cfg.d_model, *tok.shape
+    sizes = {"params": m.params.size, "grads": m.params.size, "scratch": fused_piece.scratch_entries(B, T, D, n_heads,
+             n_layers), "logits": B * m.p, "dlogits": B * m.p}
+
+    def run(order, gap):
+        arena, pos, buf = np.zeros(sum(sizes.values()) + 5 * gap + 16, np.float32), 16, {}
+        for name in order:
+            buf[name], pos = arena[pos:pos + sizes[name]], pos + sizes[name] + gap
+        buf["params"][:] = m.params
+        loss = fused_piece.train(tok, tg, np.float32(1 / B), buf["params"], fused_piece.weight_table(m), D, n_heads,
+                                 np.float32(ops.LN_EPS), buf["scratch"], buf["logits"].reshape(B, m.p),
+                                 buf["dlogits"].reshape(B, m.p), buf["grads"])
+        return loss, _bits(buf["grads"]).copy()
+
+    loss, grads = run(list(sizes), 4096)
+    for order in itertools.permutations(sizes):
+        for gap in (0, 4):
+            other = run(order, gap)
+            assert other[0] == loss and np.array_equal(other[1], grads), (order, gap)
+
+
 def test_piece_bits_do_not_depend_on_what_ran_before():
     """A fresh process that runs the piece first gets the bits of one that ran the kernels from
     Python first (numba merges same-named compiled functions across a process; fused_calls.py)."""

@@ -135,3 +135,56 @@ def test_run_tasks_works_in_a_forked_child():
 
 def _in_child():
     return threads.run_tasks([(lambda i=i: i * i) for i in range(3)], 2)
+
+
+@numba.njit(nogil=True)
+def _post_from_numba(handle):
+    threads.post(*handle)
+
+
+@pytest.mark.parametrize("task0_posts", [True, False])
+def test_first_posts_hands_the_workers_their_tasks_when_task_0_says_so(task0_posts):
+    """With first_posts, the workers start when task 0 posts from numba, or, if it never does,
+    once it has finished; only task 0 gets a handle that posts anything."""
+    import threading
+
+    started = threading.Event()
+    _post_from_numba(threads.post_handle())  # compiled now: a worker spins for a post only briefly
+
+    def first():
+        handle = threads.post_handle()
+        if task0_posts:
+            _post_from_numba(handle)
+        return handle[1], started.wait(5.0 if task0_posts else 0.2)
+
+    def other():
+        started.set()
+        return threads.post_handle()[1]
+
+    assert threads.run_tasks([first, other], 2, first_posts=True) == [(2, task0_posts), 0]
+    assert threads.post_handle()[1] == 0  # outside a call
+
+
+def test_first_posts_still_runs_the_workers_when_task_0_raises():
+    ran = []
+
+    def boom():
+        raise DataError("boom")
+
+    with pytest.raises(DataError, match="boom"):
+        threads.run_tasks([boom, lambda: ran.append(1)], 2, first_posts=True)
+    assert ran == [1]
+    assert threads.run_tasks([lambda: 1, lambda: 2], 2, first_posts=True) == [1, 2]
+
+
+def test_a_caller_asleep_on_a_slow_worker_wakes_when_it_finishes():
+    import time
+
+    def slow():
+        time.sleep(30 * threads.SPIN_SECONDS)  # the caller stops spinning and sleeps meanwhile
+        return 2
+
+    for _ in range(3):
+        t = time.perf_counter()
+        assert threads.run_tasks([lambda: 1, slow], 2) == [1, 2]
+        assert time.perf_counter() - t < 30 * threads.SPIN_SECONDS + 1.0

@@ -1,0 +1,204 @@
+"""A training step of the fused path (fused_step.py, GPT.train_step) against the same step driven
+from Python: each piece by fused_piece.train, the gradients summed by fused.add_into, then AdamW's
+kernel over the whole buffer with float32 masks. The two must agree bit for bit, whatever the
+number of pieces and threads, and also when the threads miss each other at the barrier."""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fourier_toy import adamw_kernel, fused, fused_piece, ops, threads
+from fourier_toy.config import ModelConfig
+from fourier_toy.fused_path import piece_bounds
+from fourier_toy.model import GPT
+from fourier_toy.optim import AdamW, clip_grad_norm
+from fourier_toy.params import decay_mask
+
+
+def make(seed, d=16, layers=1, heads=2, tied=False, backend="numba", p=23):
+    cfg = ModelConfig(d_model=d, n_layers=layers, n_heads=heads, n_ctx=4, tied=tied, backend=backend)
+    m = GPT(cfg, p, rng=np.random.default_rng(seed))
+    opt = AdamW(m.layout.size, 1e-2, (0.9, 0.98), 1e-8, 0.01, decay_mask=decay_mask(m.layout),
+                update=getattr(m.be, "adamw_update", None))
+    return m, opt
+
+
+def batch(m, seed, B):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, m.vocab_size, size=(B, 4))
+    return tokens, rng.integers(0, m.p, size=B)
+
+
+def reference_step(m, opt, tokens, targets):
+    """The step with the kernels driven from Python; returns the loss."""
+    with threads.single_threaded_blas():  # as on the fused path: OpenBLAS's threads split sums
+        return _reference_step(m, opt, tokens, targets)
+
+
+def _reference_step(m, opt, tokens, targets):
+    D, H, L = m.cfg.d_model, m.n_heads, m.cfg.n_layers
+    tok, tg = np.ascontiguousarray(tokens, np.intp), np.ascontiguousarray(targets, np.intp)
+    B, T = tok.shape
+    dt = m.params.dtype
+    table, eps, scale = fused_piece.weight_table(m), dt.type(ops.LN_EPS), dt.type(1.0 / B)
+    bounds = piece_bounds(B)
+    sums, grads = [], [m.grads] + [np.zeros_like(m.grads) for _ in bounds[2:]]
+    for k in range(len(bounds) - 1):
+        lo, hi = bounds[k], bounds[k + 1]
+        scratch = np.empty(fused_piece.scratch_entries(hi - lo, T, D, H, L), dt)
+        logits, dlogits = np.empty((hi - lo, m.p), dt), np.empty((hi - lo, m.p), dt)
+        sums.append(fused_piece.train(tok[lo:hi], tg[lo:hi], scale, m.params, table, D, H, eps, scratch, logits,
+                                      dlogits, grads[k]))
+    for g in grads[1:]:
+        fused.add_into(m.grads, g)
+    loss = math.fsum(sums) / B
+    if math.isfinite(loss):
+        opt.t += 1
+        s = adamw_kernel.step_of(m.params, m.grads, opt.m, opt.v, opt.lr, opt.beta1, opt.beta2, opt.eps,
+                                 opt.weight_decay, opt.decay_mask, opt.trainable_mask, opt.t)
+        adamw_kernel._adamw(m.params, m.grads, opt.m, opt.v, *s.scalars, opt._decay_f32, opt._trainable_f32)
+    return loss
+
+
+def state(m, opt):
+    return [m.params.copy(), m.grads.copy(), opt.m.copy(), opt.v.copy(), opt.t]
+
+
+def assert_same(a, b):
+    """params, grads, m, v and the step count of two (model, optimizer) states."""
+    differ = {name: int(np.sum((x != y) & ~(np.isnan(x) & np.isnan(y))))
+              for name, x, y in zip(("params", "grads", "m", "v"), a, b)}
+    assert not any(differ.values()) and a[4] == b[4], (differ, a[4], b[4])
+
+
+def with_threads(n, fn):
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        return fn()
+    finally:
+        numba.set_num_threads(before)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), B=st.sampled_from([1, 5, 130, 300, 460, 520]),
+       shape=st.sampled_from([(8, 1, 1), (16, 2, 2), (32, 1, 4)]), tied=st.booleans(), n_threads=st.sampled_from([1, 2]),
+       miss=st.booleans())
+def test_train_step_is_bit_identical_to_the_step_driven_from_python(seed, B, shape, tied, n_threads, miss):
+    """B from 1 to 520 gives 1 to 4 pieces; miss: the threads never wait at the barrier, so the
+    caller finishes the slices whose thread found the others not yet there."""
+    d, layers, heads = shape
+    (m, opt), (r, ropt) = make(seed, d, layers, heads, tied), make(seed, d, layers, heads, tied)
+    if miss:
+        m._fused().spin = 0
+    for step in range(3):  # the moments and the step count carry over
+        tokens, targets = batch(m, seed + step, B)
+        loss = with_threads(n_threads, lambda: m.train_step(tokens, targets, opt))
+        assert loss == reference_step(r, ropt, tokens, targets)
+        assert_same(state(m, opt), state(r, ropt))
+
+
+def test_loss_and_grad_alone_leaves_parameters_and_optimizer_alone():
+    (m, opt), (r, _) = make(1), make(1)
+    tokens, targets = batch(m, 2, 300)
+    before = state(m, opt)
+    assert m.loss_and_grad(tokens, targets) == r.loss_and_grad(tokens, targets)
+    np.testing.assert_array_equal(m.params, before[0])
+    assert opt.t == 0 and not opt.m.any()
+    np.testing.assert_array_equal(m.grads, r.grads)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_a_non_finite_loss_applies_no_step(backend):
+    m, opt = make(3, backend=backend)
+    tokens, targets = batch(m, 4, 300)
+    m.train_step(tokens, targets, opt)  # moments and a step count to keep
+    m.w["h.0.mlp.c_fc.weight"][0, 0] = np.inf  # inf - inf downstream: the loss is NaN
+    before = state(m, opt)
+    assert math.isnan(m.train_step(tokens, targets, opt))
+    np.testing.assert_array_equal(m.params, before[0])
+    np.testing.assert_array_equal(opt.m, before[2])
+    np.testing.assert_array_equal(opt.v, before[3])
+    assert opt.t == before[4] == 1
+
+
+def test_train_step_with_clipping_is_the_three_calls():
+    (m, opt), (r, ropt) = make(5), make(5)
+    for step in range(3):
+        tokens, targets = batch(m, step, 300)
+        loss = m.train_step(tokens, targets, opt, lr=3e-2, grad_clip=0.05)
+        assert loss == r.loss_and_grad(tokens, targets)
+        assert clip_grad_norm(r.grads, 0.05) > 0.05  # the clip is active
+        ropt.step(r.params, r.grads, 3e-2)
+        assert_same(state(m, opt), state(r, ropt))
+
+
+def test_an_uncommitted_step_is_not_counted():
+    m, opt = make(6)
+    step = opt.prepare_step(m.params, m.grads)
+    assert opt.prepare_step(m.params, m.grads).scalars == step.scalars and opt.t == 0
+    step.commit()
+    assert opt.t == 1
+    assert AdamW(4, 1e-3).prepare_step(np.zeros(4, np.float32), np.zeros(4, np.float32)) is None  # numpy update
+
+
+def test_bool_and_float_masks_give_the_same_bits():
+    rng = np.random.default_rng(7)
+    n = 1000
+    p, g = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    decay, trainable = rng.random(n) < 0.5, rng.random(n) < 0.9
+    out = []
+    for masks in ((decay, trainable), (decay.astype(np.float32), trainable.astype(np.float32))):
+        pp, m, v = p.copy(), np.full(n, 0.1, np.float32), np.full(n, 0.2, np.float32)
+        s = adamw_kernel.step_of(pp, g, m, v, 1e-3, 0.9, 0.98, 1e-8, 0.01, decay, trainable, 3)
+        adamw_kernel._adamw(pp, g, m, v, *s.scalars, *masks)
+        out.append((pp, m, v))
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---- the barrier ----------------------------------------------------------------------------------
+
+def test_the_barrier_passes_when_all_have_arrived_and_says_so_when_not():
+    sync = np.zeros(3, dtype=np.int64)
+    assert threads.barrier(sync, 0, 1, 1, 0)  # alone: passes at once, even without spinning
+    assert not threads.barrier(sync, 0, 3, 2, 1000)  # threads 1 and 2 never come
+    assert list(sync) == [2, 0, 0]
+    sync[1:] = 5  # later counts count as arrived
+    assert threads.barrier(sync, 0, 3, 3, 0)
+
+
+def test_the_barrier_orders_writes_across_threads():
+    """Each of two threads writes its half, meets the other, then reads the other's half."""
+    n = 1 << 16
+    data, seen, sync = np.zeros(n), np.zeros(2), np.zeros(2, dtype=np.int64)
+    passed = [None, None]
+
+    @numba.njit(nogil=True)
+    def share(j, data, seen, sync, count, iters):
+        half = data.size // 2
+        for i in range(j * half, (j + 1) * half):
+            data[i] = count * (j + 1)
+        ok = threads.barrier(sync, j, 2, count, iters)
+        other = (1 - j) * half
+        seen[j] = data[other:other + half].sum()
+        return ok
+
+    for count in range(1, 20):
+        def task(j, count=count):
+            passed[j] = share(j, data, seen, sync, count, threads.barrier_iterations() * 100)
+        threads.run_tasks([lambda: task(0), lambda: task(1)], 2)
+        assert passed == [True, True]
+        assert list(seen) == [count * 2 * n / 2, count * n / 2]
+
+
+def test_inline_is_true_only_where_tasks_run_one_after_another():
+    outer = threads.run_tasks([threads.inline, lambda: threads.run_tasks([threads.inline], 2)], 2)
+    assert outer[0] is False and outer[1] == [True]
+    assert threads.inline() is False
