@@ -408,7 +408,10 @@ def test_adamw_matches_reference_and_leaves_frozen_entries_alone(dtype, seed, n,
     frozen = trainable == 0
     np.testing.assert_array_equal(p[frozen].view(np.uint8), p0[frozen].view(np.uint8))
     assert np.all(m[frozen] == 0) and np.all(v[frozen] == 0)
-    assert np.all(p[~frozen] != p0[~frozen])  # every trainable entry moved
+    # Every trainable entry moved, unless the exact update is within a rounding of its start (a
+    # decay and a step that nearly cancel: seed 181, n 147, 4 steps, lr 1e-3, wd 0.1 has one).
+    far = ~frozen & (np.abs(ref[0] - p0) > 2 * np.spacing(np.abs(p0)).astype(np.float64))
+    assert far.sum() >= 0.9 * (~frozen).sum() and np.all(p[far] != p0[far])
 
 
 def test_adamw_propagates_nan_gradients_only_where_trainable():
