@@ -80,7 +80,7 @@ class FusedPath:
         self.table = self.piece.weight_table(model)
         self.workspaces: dict[int, _Workspace] = {}
         self.scratch_sizes: dict[tuple, int] = {}
-        self.step = importlib.import_module(".fused_step", __package__)
+        self.fused_step = importlib.import_module(".fused_step", __package__)
         self.extra = np.zeros((0, model.grads.size), dtype=self.dtype)
         empty, no_mask = np.zeros(0, dtype=self.dtype), np.zeros(0, dtype=bool)
         self._no_step = (empty, empty, empty, no_mask, no_mask)  # opt, m, v, decay, trainable
@@ -181,7 +181,7 @@ class FusedPath:
         done = self.threads.run_tasks([partial(self._share, *share) for share in shares], n, first_posts=True)
         for j, finished in enumerate(done):
             if not finished:
-                self.step.finish_slice(j, cuts, losses, grads, extra, opt, self.model.params, m, v, decay, trainable)
+                self.fused_step.finish_slice(j, cuts, losses, grads, extra, opt, w, m, v, decay, trainable)
         loss = math.fsum(losses) / max(B, 1)
         if step is not None and math.isfinite(loss):
             step.commit()
@@ -190,7 +190,7 @@ class FusedPath:
     def _share(self, before, after) -> bool:
         # Run inline, the other shares come after this one: no waiting at the barrier.
         iters = 0 if self.threads.inline() else self.spin
-        return self.step.train_share(self.threads.post_handle(), *before, iters, *after)
+        return self.fused_step.train_share(self.threads.post_handle(), *before, iters, *after)
 
     def _plan(self, B: int) -> tuple:
         """For a training batch of B examples: the pieces' bounds (int64), the number of threads,
