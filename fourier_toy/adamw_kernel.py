@@ -47,7 +47,7 @@ def adamw_update(params, grads, m, v, lr, b1, b2, eps, wd, decay_mask_f32, train
 class Step:
     """One AdamW step on flat buffers, checked and ready to apply in slices: step(lo, hi) updates
     entries lo:hi (any slicing, on any threads). p, g, m, v: the flattened buffers; scalars: the
-    kernel's 9 scalars in the buffers' dtype; decay, trainable: bool masks; size: the entries.
+    kernel's 9 scalars, an array of the buffers' dtype; decay, trainable: bool masks; size: the entries.
     optim.AdamW.prepare_step adds commit(), which counts the step once it has been applied."""
 
     def __init__(self, p, g, m, v, scalars, decay, trainable):
@@ -96,8 +96,7 @@ def step_of(p, g, m, v, lr, b1, b2, eps, wd, decay, trainable, t) -> Step:
     """A Step without prepare's checks, for a caller that has made them: p, g, m, v flat
     C-contiguous arrays of one float dtype (p, m, v writable), decay and trainable bool arrays of
     their size, t >= 1."""
-    T = p.dtype.type
-    scalars = (T(lr), T(b1), T(1.0 - b1), T(b2), T(1.0 - b2), T(eps), T(lr * wd), T(1.0 - b1**t), T(1.0 - b2**t))
+    scalars = np.array([lr, b1, 1.0 - b1, b2, 1.0 - b2, eps, lr * wd, 1.0 - b1**t, 1.0 - b2**t], dtype=p.dtype)
     return Step(p, g, m, v, scalars, decay, trainable)
 
 

@@ -227,15 +227,6 @@ def _gemv(mat, sm, sn, vec, svn, out, so, m, n):
 
 
 @exact
-def _dot_loop(a, b, out):
-    """numpy's dot without BLAS: a sum in the arrays' dtype, in order."""
-    s = out.dtype.type(0)
-    for k in range(a.shape[1]):
-        s += a[0, k] * b[k, 0]
-    out[0, 0] = s
-
-
-@exact
 def _dot(a, b, out, s1n, s2n):
     """out (1, 1) = a (1, n) @ b (n, 1), as numpy's dot: BLAS dot summed into a float64."""
     sz = a.itemsize
@@ -245,8 +236,8 @@ def _dot(a, b, out, s1n, s2n):
             out[0, 0] = np.float32(0.0 + np.float64(_sdot(n, _data(a), s1n // sz, _data(b), s2n // sz)))
         else:
             out[0, 0] = 0.0 + _ddot(n, _data(a), s1n // sz, _data(b), s2n // sz)
-    else:
-        _dot_loop(a, b, out)
+    else:  # numpy's dot without BLAS: a sum in the arrays' dtype, in order
+        _matmul_loop(a, b, out)
 
 
 @jit

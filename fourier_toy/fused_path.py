@@ -20,6 +20,7 @@ import numpy as np
 
 from . import ops
 from .errors import DataError
+from .kernel_inputs import in_range
 
 if TYPE_CHECKING:
     from .model import GPT
@@ -37,12 +38,6 @@ def piece_bounds(batch: int, train: bool = True) -> list[int]:
     else:
         n = max(1, -(-batch // EVAL_PIECE))
     return [batch * k // n for k in range(n + 1)]
-
-
-def _below(ids: np.ndarray, upper: int) -> bool:
-    """Whether every entry of an intp array lies in [0, upper): one pass, since a negative id
-    read as unsigned is larger than any upper bound."""
-    return ids.size == 0 or int(ids.view(np.uintp).max()) < upper
 
 
 class _Workspace:
@@ -72,7 +67,6 @@ class FusedPath:
     def __init__(self, model: GPT):
         self.model = model
         self.piece = importlib.import_module(".fused_piece", __package__)
-        self.fused = importlib.import_module(".fused", __package__)
         self.threads = importlib.import_module(".threads", __package__)
         self.dtype = model.params.dtype
         self.eps = self.dtype.type(ops.LN_EPS)
@@ -117,7 +111,7 @@ class FusedPath:
             raise DataError(f"tokens: expected integer token ids, got dtype {tok.dtype}")
         V = self.model.vocab_size
         ids = np.ascontiguousarray(tok, dtype=np.intp)
-        if not _below(ids, V):
+        if not in_range(ids, V):
             raise DataError(f"tokens: ids must lie in [0, {V}), got values in [{tok.min()}, {tok.max()}]")
         return ids
 
@@ -127,7 +121,7 @@ class FusedPath:
         if tg.dtype.kind not in "iu" or tg.shape != (batch,):
             raise DataError(f"targets: expected {batch} integer number tokens, got {tg.dtype} {tg.shape}")
         ids = np.ascontiguousarray(tg, dtype=np.intp)
-        if not _below(ids, p):
+        if not in_range(ids, p):
             raise DataError(f"targets: must lie in [0, {p}), got values in [{tg.min()}, {tg.max()}]")
         return ids
 
@@ -167,8 +161,7 @@ class FusedPath:
         if step is None:
             opt, m, v, decay, trainable = self._no_step
         else:
-            opt = np.array(step.scalars, dtype=self.dtype)
-            m, v, decay, trainable = step.m, step.v, step.decay, step.trainable
+            opt, m, v, decay, trainable = step.scalars, step.m, step.v, step.decay, step.trainable
         if len(self.sync) < n:
             self.sync = np.zeros(n, dtype=np.int64)
         self.barriers += 1  # counts only grow, so a stale entry never passes the next barrier
@@ -236,11 +229,6 @@ class FusedPath:
 
         self.threads.run_tasks([(lambda j=j: work(j)) for j in range(W)], W)
         if P > 1:
-            g0, extra = self.model.grads, self._extra(P)
-
-            def add(lo, hi):
-                for e in extra:  # a fixed order: piece 1, 2, ...
-                    self.fused.add_into(g0[lo:hi], e[lo:hi])
-
-            self.threads.run_sliced(add, g0.size)
+            grads = self.model.grads
+            self.threads.run_sliced(partial(self.fused_step.sum_pieces, grads, self._extra(P)), grads.size)
         return results

@@ -23,7 +23,7 @@ from fourier_toy.fused_piece import train
 from fourier_toy.jit import jit
 from fourier_toy.threads import barrier, post
 
-__all__ = ["finish_slice", "train_share"]
+__all__ = ["finish_slice", "sum_pieces", "train_share"]
 
 
 @jit
@@ -61,8 +61,7 @@ def finish_slice(i, cuts, losses, g0, extra, opt, w, m, v, decay, trainable):
     if i >= len(cuts) - 1:
         return
     lo, hi = cuts[i], cuts[i + 1]
-    for e in range(extra.shape[0]):  # a fixed order: piece 1, 2, ...
-        kern.add_into(g0[lo:hi], extra[e, lo:hi])
+    sum_pieces(g0, extra, lo, hi)
     if opt.size == 0:
         return
     for k in range(losses.size):
@@ -70,3 +69,10 @@ def finish_slice(i, cuts, losses, g0, extra, opt, w, m, v, decay, trainable):
             return
     kern.adamw(w[lo:hi], g0[lo:hi], m[lo:hi], v[lo:hi], opt[0], opt[1], opt[2], opt[3], opt[4], opt[5], opt[6],
                opt[7], opt[8], decay[lo:hi], trainable[lo:hi])
+
+
+@jit
+def sum_pieces(g0, extra, lo, hi):
+    """g0[lo:hi] += extra[0, lo:hi] + extra[1, lo:hi] + ..., one piece at a time, in order."""
+    for e in range(extra.shape[0]):
+        kern.add_into(g0[lo:hi], extra[e, lo:hi])

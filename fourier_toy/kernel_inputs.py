@@ -9,7 +9,7 @@ import numpy as np
 from fourier_toy.errors import DataError
 from fourier_toy.jit import FLOATS
 
-__all__ = ["as_dtype", "check_shape", "dtype_of", "floats", "indices"]
+__all__ = ["as_dtype", "check_shape", "dtype_of", "floats", "in_range", "indices"]
 
 
 def floats(fn, **arrays):
@@ -46,13 +46,20 @@ def check_shape(fn, name, a, shape):
         raise DataError(f"{fn}: {name} must have shape {tuple(shape)}, got {a.shape}")
 
 
+def in_range(ids: np.ndarray, upper: int) -> bool:
+    """Whether every entry of an intp array lies in [0, upper): one pass, since a negative id
+    read as unsigned is larger than any upper bound."""
+    return ids.size == 0 or int(ids.view(np.uintp).max()) < upper
+
+
 def indices(fn, name, a, shape, upper):
     """Integer indices of the given shape in [0, upper), as intp."""
     a = np.asarray(a)
     if a.dtype.kind not in "iu":
         raise DataError(f"{fn}: {name} must be an integer array, got dtype {a.dtype}")
     check_shape(fn, name, a, shape)
-    if a.size and (a.min() < 0 or a.max() >= upper):
+    ids = np.ascontiguousarray(a, dtype=np.intp)
+    if not in_range(ids, upper):
         raise DataError(f"{fn}: {name} must lie in [0, {upper}), got values in "
                         f"[{a.min()}, {a.max()}]")
-    return np.ascontiguousarray(a, dtype=np.intp)
+    return ids

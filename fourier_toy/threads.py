@@ -320,30 +320,29 @@ def _publish_and_spin(state, at, seen, i, iters):
     return _spin_while(state, i, seen, True, iters)
 
 
-def _spin_iterations() -> int:
-    """How many iterations of _spin_while last SPIN_SECONDS on this machine."""
+def _iterations(spin) -> int:
+    """How many iterations of a spin loop last SPIN_SECONDS on this machine; spin(n) runs one
+    that never ends early for n iterations."""
     import time
 
-    probe = np.zeros(1, dtype=np.int64)
-    _spin_while(probe, 0, 0, True, 1000)  # compiled (or loaded from the cache) first
+    spin(1000)  # compiled (or loaded from the cache) first
     n = 1 << 16
     t = time.perf_counter()
-    _spin_while(probe, 0, 0, True, n)
+    spin(n)
     dt = max(time.perf_counter() - t, 1e-9)
     return max(1000, int(n * SPIN_SECONDS / dt))
+
+
+def _spin_iterations() -> int:
+    """For _spin_while: state[0] stays 0."""
+    probe = np.zeros(1, dtype=np.int64)
+    return _iterations(lambda n: _spin_while(probe, 0, 0, True, n))
 
 
 def _barrier_iterations() -> int:
-    """How many iterations of barrier()'s spin on two threads last SPIN_SECONDS on this machine."""
-    import time
-
+    """For barrier() on two threads: sync[1] stays 0."""
     sync = np.zeros(2, dtype=np.int64)
-    barrier(sync, 0, 2, 1, 1000)  # compiled (or loaded from the cache) first; sync[1] stays 0
-    n = 1 << 16
-    t = time.perf_counter()
-    barrier(sync, 0, 2, 1, n)
-    dt = max(time.perf_counter() - t, 1e-9)
-    return max(1000, int(n * SPIN_SECONDS / dt))
+    return _iterations(lambda n: barrier(sync, 0, 2, 1, n))
 
 
 class single_threaded_blas:
