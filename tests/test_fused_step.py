@@ -104,6 +104,18 @@ def test_train_step_is_bit_identical_to_the_step_driven_from_python(seed, B, sha
         assert_same(state(m, opt), state(r, ropt))
 
 
+def test_steps_match_after_other_batch_sizes_and_evaluations_grow_the_buffers():
+    """The plan of a batch size and the per-thread buffers are kept from step to step; larger
+    batches and evaluations in between replace the buffers, and the steps still match."""
+    (m, opt), (r, ropt) = make(8), make(8)
+    for step, B in enumerate([130, 300, 130, 520, 130, 300]):
+        tokens, targets = batch(m, 20 + step, B)
+        assert m.train_step(tokens, targets, opt) == reference_step(r, ropt, tokens, targets)
+        assert_same(state(m, opt), state(r, ropt))
+        eval_tokens = batch(m, 40 + step, 700)[0]
+        np.testing.assert_array_equal(m.forward(eval_tokens), r.forward(eval_tokens))
+
+
 def test_loss_and_grad_alone_leaves_parameters_and_optimizer_alone():
     (m, opt), (r, _) = make(1), make(1)
     tokens, targets = batch(m, 2, 300)
