@@ -1,6 +1,6 @@
 """Training and evaluation throughput, benchmark "bench-v1" (DESIGN.md).
 
-    fourier-toy bench [--vs-torch] [--configs S,M,L] [--backends numba,numpy] [--steps N]
+    fourier-toy bench [--vs-torch] [--configs S,M,L] [--backends numba,numpy] [--steps N] [--plot PATH.png]
 
 Task: numbers 0..520 plus '+' and '=' (V = 523), examples [a, '+', b, '='] with a + b <= 520,
 loss on the last position. Model: convention 3, untied unembedding, float32; AdamW lr 1e-3,
@@ -15,7 +15,8 @@ float32 peak, with the same threads). Figures are medians over the rounds, so a 
 the machine shifts one round, not the result.
 
 Output: one JSON line per configuration and backend, and with --vs-torch one line per
-configuration with the ratios ours / PyTorch. GFLOP/s count the matmul FLOPs the last-position
+configuration with the ratios ours / PyTorch; with --plot also a figure of it (plots.plot_bench,
+which also draws a file of these lines). GFLOP/s count the matmul FLOPs the last-position
 logits need (2mnk per product: every projection of the blocks before the last, the keys and
 values of the last block at every position and the rest of it at the last position, the
 attention products, the unembedding), times 3 for a training step; every backend is credited
@@ -31,6 +32,7 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 from .errors import ConfigError
 
@@ -325,6 +327,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="each timed stretch runs at least about this long (default 0.5)")
     parser.add_argument("--settle", type=float, default=0.25,
                         help="seconds idle before each timed stretch, so other thread pools sleep (default 0.25)")
+    parser.add_argument("--plot", metavar="PATH.png", default=None,
+                        help="also draw the run's examples/s per configuration and backend to this PNG")
     parser.add_argument("--warm-seconds", type=float, default=0.1,
                         help="seconds of untimed work between the idle and each timed stretch (default 0.1)")
 
@@ -332,11 +336,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_bench(args) -> int:
     """Entry point for `fourier-toy bench` (args from add_arguments)."""
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    run(configs=split(args.configs), backends=split(args.backends), steps=args.steps, rounds=args.rounds,
-        warmup=args.warmup, threads=args.threads, eval_batch=args.eval_batch, vs_torch=args.vs_torch,
-        torch_last_only=args.torch_last_only, settle=args.settle, min_seconds=args.min_seconds,
-        warm=args.warm_seconds)
+    plot = args.plot
+    if plot is not None:
+        _check_plot_path(plot)  # before minutes of measuring, not after
+    records = run(configs=split(args.configs), backends=split(args.backends), steps=args.steps, rounds=args.rounds,
+                  warmup=args.warmup, threads=args.threads, eval_batch=args.eval_batch, vs_torch=args.vs_torch,
+                  torch_last_only=args.torch_last_only, settle=args.settle, min_seconds=args.min_seconds,
+                  warm=args.warm_seconds)
+    if plot is not None:
+        from .plots import plot_bench
+
+        print(f"plot: {plot_bench(records, plot)}", file=sys.stderr)  # stdout stays JSON lines
     return 0
+
+
+def _check_plot_path(path) -> None:
+    """A ConfigError unless `path` names a .png file in an existing directory."""
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        raise ConfigError(f"--plot: expected a path ending in .png, got {str(path)!r}")
+    if p.is_dir() or not p.parent.resolve().is_dir():
+        raise ConfigError(f"--plot: {str(path)!r} is not a file in an existing directory")
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .fourier import format_period
 from .runs import atomic_write_bytes, read_jsonl
 
 __all__ = ["KEY_PERIODS", "mean_band", "plot_spectrum", "plot_spectra", "plot_module_spectra", "plot_lens",
-           "plot_lenses", "plot_ablation", "plot_errors", "plot_probes", "plot_training"]
+           "plot_lenses", "plot_ablation", "plot_errors", "plot_probes", "plot_training", "plot_bench"]
 
 KEY_PERIODS = (2.0, 2.5, 5.0, 10.0)
 _COLORS = {"toy": "tab:blue", "reference": "tab:gray"}
@@ -278,4 +279,56 @@ def plot_training(curves: dict, path, split: str = "test", key: str = "acc", tit
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
+    return _save(fig, path)
+
+
+_BENCH_FIELDS = {"config", "d_model", "n_layers", "batch", "train_examples_per_s", "eval_examples_per_s"}
+
+
+def plot_bench(records, path) -> Path:
+    """Throughput of a `fourier-toy bench` run: its records (bench.run's, or a file of the JSON
+    lines it printed).
+
+    One column per configuration; the top row training examples/s, the bottom row evaluation
+    examples/s. A bar per backend is the median of the rounds, its whisker their range, and every
+    bar after the first is labelled with the first one's median over its own (as in the ratio
+    lines of --vs-torch).
+    """
+    rows = [r for r in _records(records) if "backend" in r]
+    if not rows:
+        raise DataError("bench records: none with a 'backend' field (expected fourier-toy bench output)")
+    for r in rows:
+        missing = sorted(_BENCH_FIELDS - set(r))
+        if missing:
+            raise DataError(f"bench records: the record of {r.get('config')!r} / {r['backend']!r} lacks {missing}")
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    fig, axes = _new(2, len(configs), size=(3.6, 3.2))
+    for col, config in enumerate(configs):
+        runs = [r for r in rows if r["config"] == config]
+        for row, (kind, label) in enumerate((("train", "training"), ("eval", "evaluation"))):
+            ax = axes[row, col]
+            median = np.array([r[f"{kind}_examples_per_s"] for r in runs], dtype=float)
+            rounds = [np.asarray(r.get(f"{kind}_examples_per_s_rounds") or [m], dtype=float)
+                      for r, m in zip(runs, median)]
+            lo = median - np.array([x.min() for x in rounds])
+            hi = np.array([x.max() for x in rounds]) - median
+            x = np.arange(len(runs))
+            ax.bar(x, median, yerr=np.vstack([lo, hi]), capsize=3, color=[f"C{i}" for i in x])
+            for i in x[1:]:
+                ratio = f"{runs[0]['backend']}/{runs[i]['backend']}\n{median[0] / median[i]:.2f}"
+                ax.annotate(ratio, (i, median[i] + hi[i]), textcoords="offset points", xytext=(0, 3), ha="center",
+                            fontsize=7)
+            ax.set_xticks(x, [r["backend"] for r in runs], fontsize=8)
+            ax.set_ylim(0, 1.2 * max(median + hi))
+            ax.grid(axis="y", alpha=0.3)
+            if col == 0:
+                ax.set_ylabel(f"{label} examples/s")
+            if row == 0:
+                first = runs[0]
+                ax.set_title(f"{config}: d {first['d_model']}, {first['n_layers']} layers, batch {first['batch']}",
+                             fontsize=9)
+    first = rows[0]
+    title = (f"{first.get('bench', 'bench')}, {first.get('threads', '?')} threads, matmul peak "
+             f"{first.get('peak_gflops', '?')} GFLOP/s, {first.get('blas', '?')}")
+    fig.suptitle(textwrap.fill(title, 45 * len(configs)), fontsize=9)  # about 45 characters fit a column
     return _save(fig, path)

@@ -144,3 +144,61 @@ def test_keep_busy_runs_until_the_time_is_up():
     t0 = time.perf_counter()
     bench._keep_busy(lambda: (calls.append(1), time.sleep(0.01)), 0.05)
     assert time.perf_counter() - t0 >= 0.05 and 3 <= len(calls) <= 6
+
+
+# ---- the figure --------------------------------------------------------------------------------------
+
+def _png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")  # width, height
+
+
+def test_plot_draws_a_column_per_configuration_from_records_or_their_file(tmp_path):
+    from fourier_toy.plots import plot_bench
+
+    lines = []
+    records = bench.run(configs=["T", "U"], sizes={**TINY, "U": (8, 1, 2, 8)}, backends=["numba", "numpy"], steps=2,
+                        rounds=2, warmup=1, threads=1, eval_batch=8, emit=lines.append, peak_size=64, settle=0,
+                        min_seconds=0, warm=0)
+    (tmp_path / "bench.jsonl").write_text("\n".join(lines) + "\n")
+    two = plot_bench(records, tmp_path / "two.png")
+    one = plot_bench([r for r in records if r["config"] == "T"], tmp_path / "one.png")
+    (w2, h2), (w1, h1) = _png_size(two), _png_size(one)
+    assert h2 == h1 and w2 == 2 * w1  # one column per configuration, two rows (training, evaluation)
+    again = plot_bench(tmp_path / "bench.jsonl", tmp_path / "again.png")
+    assert again.read_bytes() == two.read_bytes()
+
+
+def test_plot_needs_backend_records_with_their_fields(tmp_path):
+    from fourier_toy.errors import DataError
+    from fourier_toy.plots import plot_bench
+
+    with pytest.raises(DataError, match="backend"):
+        plot_bench([{"bench": "bench-v1", "config": "S", "ratio": "ours/torch"}], tmp_path / "x.png")
+    record = {"config": "S", "backend": "numba", "d_model": 64, "n_layers": 2, "batch": 256,
+              "train_examples_per_s": 5e4, "eval_examples_per_s": 2e5}
+    plot_bench([record], tmp_path / "x.png")  # the rounds are optional
+    del record["eval_examples_per_s"]
+    with pytest.raises(DataError, match="'S' / 'numba' lacks \\['eval_examples_per_s'\\]"):
+        plot_bench([record], tmp_path / "y.png")
+    assert not (tmp_path / "y.png").exists()
+
+
+def test_plot_option_is_checked_before_the_run_and_written_after_it(tmp_path, monkeypatch, capsys):
+    import time
+
+    t0 = time.perf_counter()
+    for bad in ("bench.txt", str(tmp_path / "missing" / "b.png"), str(tmp_path)):
+        assert bench.main(["--configs", "S", "--plot", bad]) == 2
+        assert "--plot" in capsys.readouterr().err
+    assert time.perf_counter() - t0 < 5  # refused at once, without measuring S
+    monkeypatch.setitem(bench.CONFIGS, "T", TINY["T"])
+    out = tmp_path / "b.png"
+    assert bench.main(["--configs", "T", "--backends", "numba", "--steps", "1", "--rounds", "1", "--warmup", "0",
+                       "--threads", "1", "--eval-batch", "8", "--settle", "0", "--min-seconds", "0",
+                       "--warm-seconds", "0", "--plot", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.splitlines()[0])["config"] == "T"  # stdout: only the JSON lines
+    assert str(out) in captured.err and _png_size(out)[0] > 0
