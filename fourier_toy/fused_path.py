@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import ops
-from .errors import DataError
-from .kernel_inputs import in_range
+from .kernel_inputs import indices
 
 if TYPE_CHECKING:
     from .model import GPT
@@ -106,24 +105,10 @@ class FusedPath:
         return self.model.grads if k == 0 else self._extra(k + 1)[k - 1]
 
     def _tokens(self, tokens) -> np.ndarray:
-        tok = np.asarray(tokens)
-        if tok.dtype.kind not in "iu":
-            raise DataError(f"tokens: expected integer token ids, got dtype {tok.dtype}")
-        V = self.model.vocab_size
-        ids = np.ascontiguousarray(tok, dtype=np.intp)
-        if not in_range(ids, V):
-            raise DataError(f"tokens: ids must lie in [0, {V}), got values in [{tok.min()}, {tok.max()}]")
-        return ids
+        return indices("tokens", "ids", tokens, np.shape(tokens), self.model.vocab_size)
 
     def _targets(self, targets, batch: int) -> np.ndarray:
-        tg = np.asarray(targets)
-        p = self.model.p
-        if tg.dtype.kind not in "iu" or tg.shape != (batch,):
-            raise DataError(f"targets: expected {batch} integer number tokens, got {tg.dtype} {tg.shape}")
-        ids = np.ascontiguousarray(tg, dtype=np.intp)
-        if not in_range(ids, p):
-            raise DataError(f"targets: must lie in [0, {p}), got values in [{tg.min()}, {tg.max()}]")
-        return ids
+        return indices("targets", "number tokens", targets, (batch,), self.model.p)
 
     # ---- public entry points ---------------------------------------------------------------------
 
