@@ -127,6 +127,7 @@ def test_loss_and_grad_alone_leaves_parameters_and_optimizer_alone():
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy on inf - inf, as intended
 def test_a_non_finite_loss_applies_no_step(backend):
     m, opt = make(3, backend=backend)
     tokens, targets = batch(m, 4, 300)
