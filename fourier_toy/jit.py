@@ -7,6 +7,9 @@ library. Every kernel (`kernels.py`, op by op; `fused.py`, the training path, an
 which strings its kernels together; `adamw_kernel.py`; the thread pool's spin loop in `threads.py`)
 compiles with these options only, and both attention kernels share `masked_softmax_row`. The one
 exception is `exact`, for the loops of `blas.py` that must round exactly as numpy's C loops do.
+No kernel uses numba's `parallel=True`: its code rounded differently when freshly compiled than
+when loaded from the cache, so the first run after an install or an edit got other bits than
+every later one. The hot path takes its threads from `threads.py` instead.
 
 Compiled code is cached (`cache=True`) and checked against a digest of all of this package's
 sources (`package_stamp`), not numba's digest of the function's own file: a numba function holds
@@ -80,7 +83,7 @@ def _use_package_stamps() -> None:
 _use_package_stamps()
 
 __all__ = ["FASTMATH", "FLOATS", "GELU_C", "GELU_K", "JIT_OPTIONS", "exact", "exp", "jit", "masked_softmax_row",
-           "package_stamp", "pjit", "sources_digest", "tanh"]
+           "package_stamp", "sources_digest", "tanh"]
 
 # fastmath without 'nnan' and 'ninf': causal masks are -inf and NaN must propagate, so the
 # compiler may not assume either away.
@@ -90,10 +93,6 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 # compiled code from __pycache__.
 JIT_OPTIONS = {"cache": True, "fastmath": set(FASTMATH), "error_model": "numpy", "nogil": True}
 jit = njit(**JIT_OPTIONS)
-# parallel=True only for kernels whose prange iterations write disjoint rows or column blocks;
-# reductions across rows go through per-block partial rows, summed afterwards in a fixed order,
-# so results do not depend on the thread count.
-pjit = njit(parallel=True, **JIT_OPTIONS)
 # No fastmath at all: IEEE arithmetic in source order, for code that must reproduce numpy's own
 # loops bit for bit ('nsz' alone would fold the 0.0 + x by which numpy turns -0.0 into +0.0).
 exact = njit(cache=True, nogil=True, error_model="numpy")

@@ -21,12 +21,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
 # The numba backend's AdamW lives in adamw_kernel.py; a model finds it on its backend module.
 from fourier_toy.adamw_kernel import adamw_update
 from fourier_toy.errors import DataError
-from fourier_toy.jit import FLOATS, GELU_C, GELU_K, exp, jit, masked_softmax_row, pjit, tanh
+from fourier_toy.jit import FLOATS, GELU_C, GELU_K, exp, jit, masked_softmax_row, tanh
 from fourier_toy.kernel_inputs import as_dtype, check_shape, dtype_of, floats, indices
 from fourier_toy.ops import LN_EPS
 
@@ -47,40 +46,34 @@ __all__ = [
     "warmup",
 ]
 
-_ROW_BLOCK = 64  # rows per partial-sum block in row reductions
-_COL_BLOCK = 16  # columns per task in the embedding scatter (one cache line of float32)
+_ROW_BLOCK = 64  # rows per partial sum in column reductions; the partial sums are then added in order
 
 
 # ---- embedding ---------------------------------------------------------------------------------
 
-@pjit
+@jit
 def _embedding_fwd(tokens, wte, wpe, out):
     B, T = tokens.shape
     D = wte.shape[1]
-    for bi in prange(B):
+    for bi in range(B):
         for t in range(T):
             tok = tokens[bi, t]
             for d in range(D):
                 out[bi, t, d] = wte[tok, d] + wpe[t, d]
 
 
-@pjit
+@jit
 def _embedding_bwd(tokens, dx, dwte, dwpe):
-    # Tokens repeat within a batch, so rows of dwte collide; splitting the work by column block
-    # keeps every thread's writes disjoint and the per-entry order the same as a serial scatter.
+    # A serial scatter: tokens repeat within a batch, so rows of dwte collide.
     B, T = tokens.shape
     D = dx.shape[2]
-    nblk = (D + _COL_BLOCK - 1) // _COL_BLOCK
-    for blk in prange(nblk):
-        d0 = blk * _COL_BLOCK
-        d1 = min(D, d0 + _COL_BLOCK)
-        for bi in range(B):
-            for t in range(T):
-                tok = tokens[bi, t]
-                for d in range(d0, d1):
-                    g = dx[bi, t, d]
-                    dwte[tok, d] += g
-                    dwpe[t, d] += g
+    for bi in range(B):
+        for t in range(T):
+            tok = tokens[bi, t]
+            for d in range(D):
+                g = dx[bi, t, d]
+                dwte[tok, d] += g
+                dwpe[t, d] += g
 
 
 def embedding_forward(tokens, wte, wpe):
@@ -118,13 +111,13 @@ def embedding_backward(dx, cache):
 
 # ---- layer norm --------------------------------------------------------------------------------
 
-@pjit
+@jit
 def _layernorm_fwd(x, w, b, eps, y, xhat, rstd):
     N, D = x.shape
     zero = x.dtype.type(0.0)
     one = x.dtype.type(1.0)
     inv_d = one / x.dtype.type(D)
-    for i in prange(N):
+    for i in range(N):
         s = zero
         for d in range(D):
             s += x[i, d]
@@ -141,13 +134,13 @@ def _layernorm_fwd(x, w, b, eps, y, xhat, rstd):
             y[i, d] = h * w[d] + b[d]
 
 
-@pjit
+@jit
 def _layernorm_bwd(dy, xhat, rstd, w, dx, dw_part, db_part):
     N, D = dy.shape
     zero = dy.dtype.type(0.0)
     inv_d = dy.dtype.type(1.0) / dy.dtype.type(D)
     nblk = dw_part.shape[0]
-    for blk in prange(nblk):
+    for blk in range(nblk):
         for d in range(D):
             dw_part[blk, d] = zero
             db_part[blk, d] = zero
@@ -220,19 +213,19 @@ def layernorm_backward(dy, cache):
 
 # ---- linear ------------------------------------------------------------------------------------
 
-@pjit
+@jit
 def _add_bias(y, b):
     N, D = y.shape
-    for i in prange(N):
+    for i in range(N):
         for d in range(D):
             y[i, d] += b[d]
 
 
-@pjit
+@jit
 def _col_sum(a, part):
     N, D = a.shape
     zero = a.dtype.type(0.0)
-    for blk in prange(part.shape[0]):
+    for blk in range(part.shape[0]):
         for d in range(D):
             part[blk, d] = zero
         for i in range(blk * _ROW_BLOCK, min(N, (blk + 1) * _ROW_BLOCK)):
@@ -241,7 +234,7 @@ def _col_sum(a, part):
 
 
 def _column_sum(a):
-    """(N, D) -> (D,): block partial sums in parallel, then the blocks in order."""
+    """(N, D) -> (D,): the partial sums of blocks of _ROW_BLOCK rows, then their sum in order."""
     nblk = (a.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
     part = np.empty((nblk, a.shape[1]), dtype=a.dtype)
     _col_sum(a, part)
@@ -281,26 +274,26 @@ def linear_backward(dy, cache):
 
 # ---- gelu (tanh approximation, as GPT-2) -------------------------------------------------------
 
-@pjit
+@jit
 def _gelu_fwd(x, y, t):
     c = x.dtype.type(GELU_C)
     k = x.dtype.type(GELU_K)
     half = x.dtype.type(0.5)
     one = x.dtype.type(1.0)
-    for i in prange(x.size):
+    for i in range(x.size):
         xi = x[i]
         ti = tanh(c * (xi + k * xi * xi * xi))
         t[i] = ti
         y[i] = half * xi * (one + ti)
 
 
-@pjit
+@jit
 def _gelu_bwd(dy, x, t, dx):
     c = x.dtype.type(GELU_C)
     k3 = x.dtype.type(3.0 * GELU_K)
     half = x.dtype.type(0.5)
     one = x.dtype.type(1.0)
-    for i in prange(x.size):
+    for i in range(x.size):
         xi = x[i]
         ti = t[i]
         du = c * (one + k3 * xi * xi)
@@ -332,18 +325,18 @@ def gelu_backward(dy, cache):
 
 
 # ---- causal self-attention core -----------------------------------------------------------------
-# One (batch, head) pair per prange iteration, everything else in small inner loops. Masked keys
-# take part in the sums with weight exactly 0, as in the oracle's matmuls, so a NaN or inf
-# anywhere in a head spreads to exactly the same outputs.
+# One (batch, head) pair at a time, everything else in small inner loops. Masked keys take part
+# in the sums with weight exactly 0, as in the oracle's matmuls, so a NaN or inf anywhere in a
+# head spreads to exactly the same outputs.
 
-@pjit
+@jit
 def _attention_fwd(q, k, v, scale, z, pattern):
     B, H, Tq, Dh = q.shape
     Tk = k.shape[2]
     off = Tk - Tq
     zero = q.dtype.type(0.0)
     ninf = q.dtype.type(-np.inf)
-    for bh in prange(B * H):
+    for bh in range(B * H):
         b = bh // H
         h = bh - b * H
         for i in range(Tq):
@@ -366,12 +359,12 @@ def _attention_fwd(q, k, v, scale, z, pattern):
                     z[b, h, i, d] += p * v[b, h, j, d]
 
 
-@pjit
+@jit
 def _attention_bwd(dz, q, k, v, pattern, scale, dq, dk, dv, ds):
     B, H, Tq, Dh = q.shape
     Tk = k.shape[2]
     zero = q.dtype.type(0.0)
-    for bh in prange(B * H):
+    for bh in range(B * H):
         b = bh // H
         h = bh - b * H
         for j in range(Tk):
@@ -443,13 +436,13 @@ def attention_backward(dz, cache):
 
 # ---- softmax cross-entropy ----------------------------------------------------------------------
 
-@pjit
+@jit
 def _cross_entropy_fwd(logits, targets, probs, logp_target):
     N, C = logits.shape
     zero = logits.dtype.type(0.0)
     one = logits.dtype.type(1.0)
     ninf = logits.dtype.type(-np.inf)
-    for i in prange(N):
+    for i in range(N):
         m = ninf
         for c in range(C):
             if logits[i, c] > m:
@@ -465,11 +458,11 @@ def _cross_entropy_fwd(logits, targets, probs, logp_target):
         logp_target[i] = logits[i, targets[i]] - m - np.log(tot)
 
 
-@pjit
+@jit
 def _cross_entropy_bwd(probs, targets, scale, dlogits):
     N, C = probs.shape
     one = probs.dtype.type(1.0)
-    for i in prange(N):
+    for i in range(N):
         for c in range(C):
             dlogits[i, c] = probs[i, c] * scale
         dlogits[i, targets[i]] = (probs[i, targets[i]] - one) * scale

@@ -9,8 +9,7 @@ OpenBLAS's) are kept out of the hot path: on a shared machine two such pools of 
 slow a step down by 10-40x, and even on an idle one they pay a wake-up per matmul. Our own pool
 spins for at most SPIN_SECONDS per wait (see _SpinPool), then sleeps. The number of
 pieces depends only on the batch size, never on the thread count, so results are bit-identical
-for any number of threads. numba's own parallel layer (prange) serves only the op-by-op kernels
-of kernels.py, used outside the hot path (hooks, direct calls).
+for any number of threads. numba's own parallel layer (prange) is not used (see jit.py).
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ which keeps example generation cheap. Tolerances: kernel_checks.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -345,32 +349,48 @@ def test_either_backward_accepts_either_cache():
                 close(g, g_ref, name)
 
 
-# ---- results do not depend on the thread count -------------------------------------------------
+# ---- the same bits in every process and on any number of threads ------------------------------
 
-def test_results_do_not_depend_on_thread_count():
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("one numba thread available")
-    rng = np.random.default_rng(0)
-    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((300, 4, 64), (64,), (64,)))
-    tokens = rng.integers(0, 5, (300, 4))
+_OPS_DIGEST = """
+import hashlib
+import numpy as np
+from fourier_toy import kernels as K
 
-    def run():
-        y, c = K.layernorm_forward(x, w, b)
-        _, ce = K.embedding_forward(tokens, w.reshape(1, -1).repeat(5, 0), x[0])
-        _, cl = K.linear_forward(x, x[0].T, w[:4])
-        return (*K.layernorm_backward(y, c), *K.embedding_backward(x, ce),
-                *K.linear_backward(x[..., :4], cl)[2:])
+rng = np.random.default_rng(0)
+parts = []
+for dt in (np.float32, np.float64):
+    def r(*shape):
+        return (2 * rng.standard_normal(shape)).astype(dt)
 
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        serial = run()
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        parallel = run()
-    finally:
-        numba.set_num_threads(before)
-    for a, b_ in zip(serial, parallel):
-        np.testing.assert_array_equal(a, b_)
+    x, c = K.embedding_forward(rng.integers(0, 50, (70, 4)), r(50, 32), r(4, 32))
+    parts += [x, *K.embedding_backward(r(70, 4, 32), c)]
+    y, c = K.layernorm_forward(r(70, 4, 32), r(32), r(32))
+    parts += [y, *K.layernorm_backward(r(70, 4, 32), c)]
+    y, c = K.linear_forward(r(70, 4, 32), r(32, 48), r(48))
+    parts += [y, *K.linear_backward(r(70, 4, 48), c)]
+    y, c = K.gelu_forward(r(70, 4, 128))
+    parts += [y, K.gelu_backward(r(70, 4, 128), c)]
+    z, c = K.attention_forward(r(70, 4, 3, 16), r(70, 4, 4, 16), r(70, 4, 4, 16))
+    parts += [z, c[3], *K.attention_backward(r(70, 4, 3, 16), c)]
+    loss, c = K.cross_entropy_forward(r(300, 121), rng.integers(0, 121, 300))
+    parts += [np.asarray(loss), c[0], K.cross_entropy_backward(1.0, c)]
+print(hashlib.sha256(b"".join(np.ascontiguousarray(p).tobytes() for p in parts)).hexdigest())
+"""
+
+
+def test_every_op_has_the_same_bits_compiled_afresh_loaded_from_the_cache_and_on_one_thread(tmp_path):
+    """The first process compiles every op-by-op kernel into an empty cache; the next ones load
+    them from it, one with numba's default threads and one with a single thread."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+
+    def digest(**extra):
+        return subprocess.run([sys.executable, "-c", _OPS_DIGEST], env={**env, **extra}, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    fresh = digest()
+    assert any(tmp_path.rglob("*.nbi")), "the first process compiled nothing into the empty cache"
+    assert digest() == fresh
+    assert digest(NUMBA_NUM_THREADS="1") == fresh
 
 
 # ---- AdamW -------------------------------------------------------------------------------------
