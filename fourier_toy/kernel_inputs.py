@@ -9,7 +9,7 @@ import numpy as np
 from fourier_toy.errors import DataError
 from fourier_toy.jit import FLOATS
 
-__all__ = ["as_dtype", "check_shape", "dtype_of", "floats", "in_range", "indices"]
+__all__ = ["as_dtype", "check_shape", "dtype_of", "floats", "indices"]
 
 
 def floats(fn, **arrays):
@@ -46,7 +46,7 @@ def check_shape(fn, name, a, shape):
         raise DataError(f"{fn}: {name} must have shape {tuple(shape)}, got {a.shape}")
 
 
-def in_range(ids: np.ndarray, upper: int) -> bool:
+def _in_range(ids: np.ndarray, upper: int) -> bool:
     """Whether every entry of an intp array lies in [0, upper): one pass, since a negative id
     read as unsigned is larger than any upper bound."""
     return ids.size == 0 or int(ids.view(np.uintp).max()) < upper
@@ -59,7 +59,7 @@ def indices(fn, name, a, shape, upper):
         raise DataError(f"{fn}: {name} must be an integer array, got dtype {a.dtype}")
     check_shape(fn, name, a, shape)
     ids = np.ascontiguousarray(a, dtype=np.intp)
-    if not in_range(ids, upper):
+    if not _in_range(ids, upper):
         raise DataError(f"{fn}: {name} must lie in [0, {upper}), got values in "
                         f"[{a.min()}, {a.max()}]")
     return ids
