@@ -9,9 +9,9 @@ batch 256; M 128, 2, 4, 512; L 256, 4, 8, 512.
 
 Protocol: every backend (and PyTorch with --vs-torch) trains its own copy of one initial model.
 After a warm-up, `rounds` rounds each time at least `steps` training steps and `min_seconds` of
-them (forward, backward, AdamW) and one evaluation batch per backend, each stretch after an idle
-`settle`, the backends taking turns in a rotating order, and a large numpy matmul (the machine's
-float32 peak, with the same threads). Figures are medians over the rounds, so a busy spell of
+them (forward, backward, AdamW), in calls of STEPS_PER_CALL steps, and one evaluation batch per
+backend, each stretch after an idle `settle`, the backends taking turns in a rotating order, and
+a large numpy matmul (the machine's float32 peak, with the same threads). Figures are medians over the rounds, so a busy spell of
 the machine shifts one round, not the result.
 
 Output: one JSON line per configuration and backend, and with --vs-torch one line per
@@ -45,6 +45,8 @@ CONFIGS = {  # name: (d_model, n_layers, n_heads, batch)
 }
 BACKENDS = ("numba", "numpy")
 N_CTX = 4
+# Each timed call trains this many steps, on batches drawn once (as `train` does: GPT.train_steps).
+STEPS_PER_CALL = 8
 
 
 # ---- FLOPs -----------------------------------------------------------------------------------------
@@ -86,7 +88,8 @@ class OurRunner:
                          update=getattr(gpt.be, "adamw_update", None))
 
     def train(self, tokens, targets):
-        return self.model.train_step(tokens, targets, self.opt)
+        """Steps s = 0, 1, ... on tokens[s] (K, B, T) and targets[s] (K, B), as `train` takes them."""
+        return self.model.train_steps(tokens, targets, self.opt)
 
     def eval(self, tokens):
         return self.model.forward(tokens)
@@ -104,7 +107,8 @@ class TorchRunner:
 
     def train(self, tokens, targets):
         t = self.torch
-        return self.tm.train_step(self.model, self.opt, t.from_numpy(tokens), t.from_numpy(targets))
+        for s in range(len(tokens)):
+            self.tm.train_step(self.model, self.opt, t.from_numpy(tokens[s]), t.from_numpy(targets[s]))
 
     def eval(self, tokens):
         with self.torch.inference_mode():
@@ -222,29 +226,30 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
             runners.append(OurRunner(b, GPT(c, P, params=init.copy()), b))
         if vs_torch:
             runners.append(TorchRunner(GPT(cfg, P, params=init.copy()), last_only=torch_last_only))
-        train_data = batches(rng, B, 8)
+        K = STEPS_PER_CALL
+        train_data = batches(rng, B, K)
         (eval_tokens, _), = batches(rng, eval_batch, 1)
+        toks, tgs = (np.stack(a) for a in zip(*train_data))  # (K, B, T), (K, B): one call's steps
         n_steps = {}
         for r in runners:
             for i in range(warmup):
-                r.train(*train_data[i % len(train_data)])
+                r.train(toks[i % K][None], tgs[i % K][None])
             r.eval(eval_tokens)
             t0 = time.perf_counter()
-            r.train(*train_data[warmup % len(train_data)])
-            n_steps[r.name] = max(steps, math.ceil(min_seconds / (time.perf_counter() - t0)))
+            r.train(toks, tgs)
+            calls = max(steps, math.ceil(min_seconds * K / (time.perf_counter() - t0))) / K
+            n_steps[r.name] = K * math.ceil(calls)
         train_rate = {r.name: [] for r in runners}
         eval_rate = {r.name: [] for r in runners}
         peaks = []
-        k = 0
         for rnd in range(rounds):
             order = runners[rnd % len(runners):] + runners[: rnd % len(runners)]
             for r in order:
                 time.sleep(settle)
-                _keep_busy(lambda: r.train(*train_data[0]), warm)
+                _keep_busy(lambda: r.train(toks[:1], tgs[:1]), warm)
                 t0 = time.perf_counter()
-                for _ in range(n_steps[r.name]):
-                    r.train(*train_data[k % len(train_data)])
-                    k += 1
+                for _ in range(n_steps[r.name] // K):
+                    r.train(toks, tgs)
                 train_rate[r.name].append(n_steps[r.name] * B / (time.perf_counter() - t0))
                 time.sleep(settle)
                 _keep_busy(lambda: r.eval(eval_tokens), warm)
@@ -255,7 +260,8 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
         peak = _median(peaks)
         fwd = forward_flops(d, L)
         common = {"bench": BENCH, "config": cname, "d_model": d, "n_layers": L, "n_heads": H, "batch": B,
-                  "eval_batch": eval_batch, "rounds": rounds, "settle_s": settle, "warm_s": warm, "threads": threads,
+                  "eval_batch": eval_batch, "rounds": rounds, "steps_per_call": K, "settle_s": settle, "warm_s": warm,
+                  "threads": threads,
                   "gflop_per_example_train": 3 * fwd / 1e9, "gflop_per_example_eval": fwd / 1e9,
                   "peak_gflops": _sig(peak), "peak_gflops_rounds": [_sig(x) for x in peaks],
                   "blas": blas_text, "blas_libs": blas_libs}
@@ -318,7 +324,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-last-only", action="store_true",
                         help="give the PyTorch model the last-block shortcut too (like-for-like FLOPs)")
     parser.add_argument("--steps", type=int, default=10,
-                        help="at least this many training steps per round and backend (default 10)")
+                        help=f"at least this many training steps per round and backend, in whole calls of "
+                             f"{STEPS_PER_CALL} (default 10)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds; figures are medians over them (default 5)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every backend (default 2)")

@@ -71,7 +71,7 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata=_range(0.0, 1e9))  # 0 disables
     max_steps: int = field(default=2000, metadata=_range(0, 10**9))  # 0: no step budget
     max_epochs: int = field(default=0, metadata=_range(0, 10**9))  # 0: no epoch budget
-    max_seconds: float = field(default=0.0, metadata=_range(0.0, 1e9))  # 0: no time budget
+    max_seconds: float = field(default=0.0, metadata=_range(0.0, 1e9))  # 0: none; checked between train_steps calls
     eval_every: int = field(default=100, metadata=_range(1, 10**9))
     eval_split: str = field(default="test", metadata=_choice("train", "val", "test"))
     target_accuracy: float = field(default=0.0, metadata=_range(0.0, 1.0))  # 0: never stop early

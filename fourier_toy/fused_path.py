@@ -165,6 +165,47 @@ class FusedPath:
             step.commit()
         return float(loss)
 
+    def train_steps(self, tokens, targets, update) -> np.ndarray:
+        """K training steps in one hand-off: tokens (K, B, T) and targets (K, B), update an
+        adamw_kernel.Step whose scalars hold one row per step (optim.AdamW.prepare_steps). Each step
+        is loss_and_grad(tokens[s], targets[s], ...) with that row, to the bit; the steps stop after
+        the first non-finite loss, which is not applied. Returns the losses of the steps taken
+        (float64, the last one non-finite if they stopped early) and commits that many steps but
+        the non-finite one (fused_step.train_steps_share)."""
+        tok = self._tokens(tokens)
+        if tok.ndim != 3 or not 1 <= tok.shape[2] <= self.model.cfg.n_ctx:
+            raise ValueError(f"tokens: expected shape (steps, batch, 1..{self.model.cfg.n_ctx}), got {tok.shape}")
+        K, B, T = tok.shape
+        tg = indices("targets", "number tokens", targets, (K, B), self.model.p)
+        if update.scalars.shape[0] != K:
+            raise ValueError(f"update: expected the scalars of {K} steps, got {update.scalars.shape[0]}")
+        bounds, n, cuts, biggest = self._plan(B)
+        P = len(bounds) - 1
+        grads, extra, losses = self.model.grads, self._extra(P), np.zeros((K, P))
+        if len(self.sync) < n:
+            self.sync = np.zeros(n, dtype=np.int64)
+        w, scale = self.model.params, self.dtype.type(1.0 / max(B, 1))
+        common = (bounds, tok, tg, scale, w, self.table, self.D, self.H, self.eps)
+        after = (grads, extra, losses, self.sync, self.barriers, self.spin, cuts, update.scalars, update.m, update.v,
+                 update.decay, update.trainable)
+        largest = max(bounds[k + 1] - bounds[k] for k in range(P))  # for thread 0 when it runs every piece
+
+        def share(j):
+            inline = self.threads.inline()
+            ws = self._ws(j, largest if inline else biggest[j], T)
+            return self.fused_step.train_steps_share(self.threads.post_handle(), j, n, inline, *common,
+                                                     *(a.reshape(-1) for a in ws), self.model.p, *after)
+
+        counts = self.threads.run_tasks([partial(share, j) for j in range(n)], n, first_posts=True)
+        self.barriers = max(counts)
+        out = np.array([math.fsum(row) / max(B, 1) for row in losses])  # as loss_and_grad's
+        bad = np.flatnonzero(~np.isfinite(out))
+        if bad.size:
+            update.commit(int(bad[0]))
+            return out[:bad[0] + 1]
+        update.commit(K)
+        return out
+
     def _share(self, before, after) -> bool:
         # Run inline, the other shares come after this one: no waiting at the barrier.
         iters = 0 if self.threads.inline() else self.spin

@@ -7,6 +7,13 @@ pieces' gradients into piece 0's, in piece order, and applies the optimizer's st
 the gradient sum and the optimizer were two more hand-offs, each with a trip through the GIL, and
 the interpreter runs slowly right after a piece has pushed its code and data out of the caches.
 
+`train_steps_share` runs several steps in one call per thread, meeting the other threads at two
+barriers per step (before the gradient sum, and before the next step's pieces read the updated
+parameters): the Python between two steps, about 0.3 ms of a 4 ms step of bench-v1 S (checks, the
+optimizer's constants, the threads' arguments, the hand-off), is then paid once per call. Its
+barriers cannot give up (threads.wait), so it runs alone, one thread doing every piece and slice,
+when its tasks run inline.
+
 If the barrier's brief spin ends before every thread has arrived (a thread descheduled, or the
 shares run one after another on one thread), the share returns False and leaves its slice to the
 caller, who finishes it with `finish_slice` once all shares have returned. The kernels and their
@@ -21,9 +28,9 @@ import numpy as np
 from fourier_toy import fused_calls as kern
 from fourier_toy.fused_piece import train
 from fourier_toy.jit import jit
-from fourier_toy.threads import barrier, post
+from fourier_toy.threads import barrier, post, wait
 
-__all__ = ["finish_slice", "sum_pieces", "train_share"]
+__all__ = ["finish_slice", "sum_pieces", "train_share", "train_steps_share"]
 
 
 @jit
@@ -52,6 +59,46 @@ def train_share(posted, j, n, bounds, tok, tg, scale, w, table, D, H, eps, buf, 
         return False
     finish_slice(j, cuts, losses, g0, extra, opt, w, m, v, decay, trainable)
     return True
+
+
+@jit
+def train_steps_share(posted, j, n, alone, bounds, toks, tgs, scale, w, table, D, H, eps, buf, logits, dlogits, p, g0,
+                      extra, losses, sync, count, iters, cuts, opts, m, v, decay, trainable):
+    """Thread j's share of K = len(toks) training steps on n threads, one after another; returns the
+    barrier count it reached (every thread reaches the same).
+
+    As train_share for each step s, with toks (K, B, T), tgs (K, B), losses (K, P) and opts (K, 9)
+    (the optimizer's scalars of each step): the pieces k = j, j + n, ..., a barrier, slice j of
+    the gradient sum and the update, a barrier. The steps stop after the first one with a
+    non-finite loss (not applied): every thread reads every piece's loss after the first barrier,
+    so all stop there. Barriers are counted from `count`; iters: their spin before each yield.
+    alone: the tasks run inline (threads.inline()), one after another: thread 0 does every piece
+    and every slice without waiting, and the others nothing.
+    """
+    post(*posted)
+    if alone:
+        if j != 0:
+            return count
+        n = 1
+    P, S = len(bounds) - 1, len(cuts) - 1
+    for s in range(toks.shape[0]):
+        tok, tg = toks[s], tgs[s]
+        for k in range(j, P, n):
+            lo, hi = bounds[k], bounds[k + 1]
+            b = hi - lo
+            gk = g0 if k == 0 else extra[k - 1]
+            losses[s, k] = train(tok[lo:hi], tg[lo:hi], scale, w, table, D, H, eps, buf, logits[:b * p].reshape((b, p)),
+                                 dlogits[:b * p].reshape((b, p)), gk)
+        count += 1
+        wait(sync, j, n, count, iters)
+        for i in range(j, S, n):
+            finish_slice(i, cuts, losses[s], g0, extra, opts[s], w, m, v, decay, trainable)
+        for k in range(P):
+            if not np.isfinite(losses[s, k]):
+                return count
+        count += 1
+        wait(sync, j, n, count, iters)
+    return count
 
 
 @jit

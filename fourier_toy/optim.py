@@ -195,16 +195,30 @@ class AdamW:
         slicing, on any threads); once every entry has been updated, ``update.commit()`` counts
         the step. A step that is never committed must not be applied at all.
         """
+        update = self.prepare_steps(params, grads, [lr])
+        if update is not None:
+            update.scalars = update.scalars[0]
+        return update
+
+    def prepare_steps(self, params: np.ndarray, grads: np.ndarray, lrs):
+        """prepare_step for len(lrs) steps in a row (an lr of None: the stored one), for a caller
+        that applies them in order (GPT.train_steps): an adamw_kernel.Step whose scalars hold one
+        row per step, (K, 9), and whose ``commit(k)`` counts the first k. None for an update
+        function that cannot be cut into slices."""
         step_of = getattr(self._update, "step_of", None)
         if step_of is None:
             return None
-        step_lr = self._checked_step(params, grads, lr)
-        t = self.t + 1
-        update = step_of(params, grads, self.m, self.v, step_lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                         self.decay_mask, self.trainable_mask, t)
+        rates = [self._checked_step(params, grads, lr) for lr in lrs]
+        if not rates:
+            raise ConfigError("optimizer.prepare_steps lrs: expected at least one step")
+        t = self.t
+        steps = [step_of(params, grads, self.m, self.v, rate, self.beta1, self.beta2, self.eps, self.weight_decay,
+                         self.decay_mask, self.trainable_mask, t + 1 + s) for s, rate in enumerate(rates)]
+        update = steps[0]
+        update.scalars = np.stack([s.scalars for s in steps])
 
-        def commit():
-            self.t = t
+        def commit(k: int = 1) -> None:
+            self.t = t + k
 
         update.commit = commit
         return update

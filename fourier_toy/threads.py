@@ -18,6 +18,7 @@ import os
 import threading
 
 import numpy as np
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -25,7 +26,7 @@ from numba.extending import intrinsic
 from fourier_toy.jit import jit
 
 __all__ = ["MIN_SLICE", "SPIN_SECONDS", "barrier", "barrier_iterations", "inline", "post", "post_handle", "run_sliced",
-           "run_tasks", "slice_bounds", "single_threaded_blas", "threads"]
+           "run_tasks", "slice_bounds", "single_threaded_blas", "threads", "wait"]
 
 _pool = None
 _pool_lock = threading.Lock()
@@ -299,6 +300,26 @@ def barrier(sync, j, n, count, iters):
         if spun >= iters:
             return False
         spun += 1
+
+
+@jit
+def wait(sync, j, n, count, iters):
+    """barrier() that never gives up: after each spin of iters looks it lets the system run another
+    thread (sched_yield), so that a thread that waits for one not running (more threads than
+    cores) gives it the core. For threads that are all running this call's tasks, never for a
+    call run inline (run_tasks), where the others start only when this one has returned."""
+    while not barrier(sync, j, n, count, iters):
+        _sched_yield()
+
+
+@intrinsic
+def _sched_yield(typingctx):
+    """POSIX sched_yield(), called from numba code without the GIL."""
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+        return builder.call(fn, [])
+
+    return types.int32(), codegen
 
 
 @jit

@@ -37,6 +37,10 @@ from .task import SPLITS, make_splits
 
 CONFIG, METRICS, MODEL, STATE, SUMMARY = "config.json", "metrics.jsonl", "model.safetensors", "state.safetensors", "summary.json"
 RNG_EPOCH = 3
+# Training steps per GPT.train_steps call: on the fused path without clipping they are one
+# hand-off to the threads, saving the Python around each step. A max_seconds budget is checked
+# between calls, so a run may take up to STEPS_PER_CALL - 1 steps past it.
+STEPS_PER_CALL = 8
 RESUMABLE_KEYS = {"train.max_steps", "train.max_epochs", "train.max_seconds", "train.target_accuracy",
                   "train.eval_every", "train.checkpoint_every"}
 
@@ -164,14 +168,17 @@ def train(cfg: Config, out, resume: bool = False, force: bool = False, progress:
         if epoch != order_epoch:
             order = np.random.default_rng([cfg.seed, RNG_EPOCH, epoch]).permutation(len(train_split))
             order_epoch = epoch
-        idx = order[pos * tc.batch_size : (pos + 1) * tc.batch_size]
-        loss = model.train_step(train_split.tokens[idx], train_split.targets[idx], opt, schedule(step), tc.grad_clip)
-        if not math.isfinite(loss):  # the step was not applied
+        k = _steps_in_call(step, pos, len(train_split), tc, budget)
+        idx = order[pos * tc.batch_size : (pos + k) * tc.batch_size].reshape(k, -1)
+        taken = model.train_steps(train_split.tokens[idx], train_split.targets[idx], opt,
+                                  [schedule(step + s) for s in range(k)], tc.grad_clip)
+        finite = [loss for loss in taken if math.isfinite(loss)]  # a non-finite one ends them, unapplied
+        step += len(finite)
+        losses += finite
+        bar.update(len(finite))
+        if len(finite) < len(taken):
             stop = "diverged"
             break
-        step += 1
-        losses.append(loss)
-        bar.update(1)
         elapsed = time.perf_counter() - t0
         stop = budget.done(step, elapsed)
         if step % tc.eval_every == 0 or stop:
@@ -193,6 +200,19 @@ def train(cfg: Config, out, resume: bool = False, force: bool = False, progress:
                "steps_to": steps_to(history)}
     atomic_write_json(out / SUMMARY, summary)
     return RunResult(out, step, stop, final, history)
+
+
+def _steps_in_call(step: int, pos: int, n_train: int, tc, budget: Budget) -> int:
+    """How many steps, from `step` (batch `pos` of its epoch), one GPT.train_steps call takes: at
+    most STEPS_PER_CALL, of full batches of one epoch (a smaller last batch goes alone), and none
+    past the next evaluation, checkpoint or max_steps."""
+    full = n_train // tc.batch_size
+    k = min(STEPS_PER_CALL, full - pos) if pos < full else 1
+    for every in (tc.eval_every, tc.checkpoint_every):
+        k = min(k, every - step % every)
+    if budget.max_steps:
+        k = min(k, budget.max_steps - step)
+    return max(k, 1)
 
 
 def steps_to(history: list[dict], split: str = "test", levels=(0.9, 0.99)) -> dict:

@@ -33,7 +33,8 @@ def test_one_json_line_per_backend_with_every_field():
         assert r["bench"] == "bench-v1" and r["config"] == "T" and r["threads"] == 1
         assert r["train_examples_per_s"] > 0 and r["eval_examples_per_s"] > 0
         assert len(r["train_examples_per_s_rounds"]) == 2
-        assert r["steps_per_round"] == 2  # min_seconds=0: exactly --steps
+        # min_seconds=0: the 2 --steps asked for, rounded up to whole calls of train_steps
+        assert r["steps_per_round"] == r["steps_per_call"] == bench.STEPS_PER_CALL
         # The derived figures follow from the measured ones.
         assert r["train_step_ms"] == pytest.approx(1e3 * r["batch"] / r["train_examples_per_s"], rel=1e-3)
         assert r["train_gflops"] == pytest.approx(r["train_examples_per_s"] * r["gflop_per_example_train"], rel=1e-2)
@@ -131,8 +132,9 @@ def test_min_seconds_lengthens_short_stretches():
     lines = []
     rec, = bench.run(configs=["T"], sizes=TINY, backends=["numba"], steps=2, rounds=1, warmup=1, threads=1,
                      eval_batch=8, emit=lines.append, peak_size=64, settle=0, min_seconds=0.2, warm=0)
-    # A tiny step takes well under 20 ms, so 0.2 s needs more than the 2 steps asked for.
-    assert rec["steps_per_round"] > 2
+    # A tiny step takes well under 10 ms, so 0.2 s needs more than the one call of STEPS_PER_CALL
+    # steps that 2 steps take (test_one_json_line_per_backend_with_every_field).
+    assert rec["steps_per_round"] > bench.STEPS_PER_CALL and rec["steps_per_round"] % bench.STEPS_PER_CALL == 0
 
 
 def test_keep_busy_runs_until_the_time_is_up():

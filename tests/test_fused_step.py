@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from fourier_toy import adamw_kernel, fused, fused_piece, ops, threads
 from fourier_toy.config import ModelConfig
+from fourier_toy.errors import DataError
 from fourier_toy.fused_path import piece_bounds
 from fourier_toy.model import GPT
 from fourier_toy.optim import AdamW, clip_grad_norm
@@ -176,6 +177,89 @@ def test_bool_and_float_masks_give_the_same_bits():
         np.testing.assert_array_equal(a, b)
 
 
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16), B=st.sampled_from([1, 5, 130, 300, 520]), K=st.integers(1, 4),
+       shape=st.sampled_from([(8, 1, 1), (16, 2, 2)]), tied=st.booleans(), n_threads=st.sampled_from([1, 2]),
+       inline=st.booleans())
+def test_train_steps_are_train_step_one_after_another(seed, B, K, shape, tied, n_threads, inline):
+    """K steps in one hand-off, with a learning rate each, against K calls of train_step (itself
+    checked against the step driven from Python above). inline: called from a task of another
+    call, so that its tasks run one after another and thread 0 takes every piece."""
+    d, layers, heads = shape
+    (m, opt), (r, ropt) = make(seed, d, layers, heads, tied), make(seed, d, layers, heads, tied)
+    data = [batch(m, seed + s, B) for s in range(K + 1)]
+    m.train_step(*data[K], opt)  # moments and a step count to carry over
+    r.train_step(*data[K], ropt)
+    tokens, targets = np.stack([t for t, _ in data[:K]]), np.stack([g for _, g in data[:K]])
+    lrs = [1e-2 * (s + 1) for s in range(K)]
+
+    def steps():
+        return m.train_steps(tokens, targets, opt, lrs)
+
+    if inline:
+        losses = with_threads(2, lambda: threads.run_tasks([lambda: None, steps], 2))[1]
+    else:
+        losses = with_threads(n_threads, steps)
+    assert list(losses) == [r.train_step(tokens[s], targets[s], ropt, lrs[s]) for s in range(K)]
+    assert_same(state(m, opt), state(r, ropt))
+    assert opt.t == K + 1
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy on inf - inf, as intended
+def test_train_steps_stop_after_a_non_finite_loss_without_applying_it(backend):
+    """Steps 0 and 1 are applied; step 2's batch holds a token whose embedding row is inf, so its
+    loss is NaN: not applied, and step 3 never runs."""
+    m, opt = make(3, backend=backend)
+    r, ropt = make(3, backend=backend)
+    data = [batch(m, 10 + s, 300) for s in range(4)]
+    tokens, targets = np.stack([t for t, _ in data]), np.stack([g for _, g in data])
+    tokens[tokens == 7] = 8
+    tokens[2, :, 0] = 7
+    m.w["wte.weight"][7, 0] = r.w["wte.weight"][7, 0] = np.inf
+    losses = m.train_steps(tokens, targets, opt)
+    assert len(losses) == 3 and np.isfinite(losses[:2]).all() and math.isnan(losses[2])
+    expected = [r.train_step(tokens[s], targets[s], ropt) for s in range(3)]  # the third not applied
+    assert list(losses[:2]) == expected[:2] and math.isnan(expected[2])
+    assert_same(state(m, opt), state(r, ropt))
+    assert opt.t == 2
+
+
+def test_train_steps_with_clipping_are_the_clipped_steps():
+    (m, opt), (r, ropt) = make(5), make(5)
+    data = [batch(m, s, 300) for s in range(3)]
+    tokens, targets = np.stack([t for t, _ in data]), np.stack([g for _, g in data])
+    losses = m.train_steps(tokens, targets, opt, [3e-2] * 3, grad_clip=0.05)
+    assert list(losses) == [r.train_step(tokens[s], targets[s], ropt, 3e-2, 0.05) for s in range(3)]
+    assert_same(state(m, opt), state(r, ropt))
+
+
+def test_train_steps_refuse_mismatched_shapes_and_rates():
+    m, opt = make(6)
+    tokens, targets = batch(m, 0, 8)
+    with pytest.raises(ValueError, match="tokens: expected shape"):
+        m.train_steps(tokens, targets, opt)  # one step's (B, T), not (K, B, T)
+    with pytest.raises(ValueError, match="lrs: expected 2 learning rates"):
+        m.train_steps(np.stack([tokens] * 2), np.stack([targets] * 2), opt, [1e-3])
+    with pytest.raises(DataError, match="targets"):
+        m.train_steps(np.stack([tokens] * 2), np.stack([targets] * 3), opt)
+    assert opt.t == 0 and not opt.m.any()
+
+
+def test_prepare_steps_has_the_rows_of_successive_steps_and_commits_k():
+    m, opt = make(6)
+    one = [opt.prepare_step(m.params, m.grads, lr).scalars for lr in (1e-3, 2e-3)]
+    opt.prepare_step(m.params, m.grads).commit()
+    steps = opt.prepare_steps(m.params, m.grads, [3e-3, None, 1e-3])
+    assert steps.scalars.shape == (3, 9) and opt.t == 1
+    rows = [adamw_kernel.step_of(m.params, m.grads, opt.m, opt.v, lr, 0.9, 0.98, 1e-8, 0.01, opt.decay_mask,
+                                 opt.trainable_mask, t).scalars for lr, t in ((3e-3, 2), (1e-2, 3), (1e-3, 4))]
+    np.testing.assert_array_equal(steps.scalars, np.stack(rows))
+    assert not np.array_equal(one[0], one[1])
+    steps.commit(2)
+    assert opt.t == 3
+
+
 # ---- the barrier ----------------------------------------------------------------------------------
 
 def test_the_barrier_passes_when_all_have_arrived_and_says_so_when_not():
@@ -209,6 +293,29 @@ def test_the_barrier_orders_writes_across_threads():
         threads.run_tasks([lambda: task(0), lambda: task(1)], 2)
         assert passed == [True, True]
         assert list(seen) == [count * 2 * n / 2, count * n / 2]
+
+
+def test_wait_outlasts_its_spin_for_a_late_thread():
+    """Thread 1 arrives 50 ms late, long after thread 0's spin of 10 looks: thread 0 keeps
+    waiting (yielding the core), and sees the write thread 1 made before arriving."""
+    import time
+
+    sync, data, seen = np.zeros(2, dtype=np.int64), np.zeros(1), np.zeros(1)
+
+    @numba.njit(nogil=True)
+    def first(sync, data, seen):
+        threads.wait(sync, 0, 2, 1, 10)
+        seen[0] = data[0]
+
+    @numba.njit(nogil=True)
+    def late(sync, data):
+        data[0] = 42.0
+        threads.wait(sync, 1, 2, 1, 10)
+
+    t0 = time.perf_counter()
+    threads.run_tasks([lambda: first(sync, data, seen), lambda: (time.sleep(0.05), late(sync, data))], 2)
+    assert seen[0] == 42.0 and time.perf_counter() - t0 >= 0.05
+    assert list(sync) == [1, 1]
 
 
 def test_inline_is_true_only_where_tasks_run_one_after_another():

@@ -26,7 +26,8 @@ def test_the_digest_changes_with_any_source_file_and_nothing_else(tmp_path):
     assert jit.package_stamp() == jit.sources_digest(str(Path(jit.__file__).parent))
 
 
-@pytest.mark.parametrize("module, name", [("fused_step", "train_share"), ("fused", "attn_fwd"), ("blas", "matmul"),
+@pytest.mark.parametrize("module, name", [("fused_step", "train_share"), ("fused_step", "train_steps_share"),
+                                          ("fused", "attn_fwd"), ("blas", "matmul"), ("threads", "wait"),
                                           ("threads", "barrier"), ("adamw_kernel", "_adamw")])
 def test_every_cached_function_of_the_package_carries_the_package_stamp(module, name):
     dispatcher = getattr(importlib.import_module(f"fourier_toy.{module}"), name)

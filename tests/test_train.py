@@ -57,6 +57,36 @@ def test_same_config_and_seed_same_numbers(tmp_path):
     assert c.final != a.final
 
 
+@pytest.mark.parametrize("clip", ["1.0", "0"])
+def test_how_steps_are_grouped_into_calls_does_not_change_the_run(tmp_path, monkeypatch, clip):
+    """Steps go to GPT.train_steps in calls of up to STEPS_PER_CALL full batches of one epoch, cut
+    at evaluations and checkpoints (and, without clipping, each call is one hand-off to the
+    threads). Evaluating every 7 steps cuts them elsewhere than every 40; the weights are the same.
+    With batches of 4, an epoch of the tiny preset is 13 full batches and one of a single example,
+    which goes alone."""
+    from fourier_toy.model import GPT
+
+    runs, calls, train_steps = {}, {}, GPT.train_steps
+
+    def spy(self, tokens, *args):
+        calls[every].append(len(tokens))
+        return train_steps(self, tokens, *args)
+
+    monkeypatch.setattr(GPT, "train_steps", spy)
+    for every in (7, 40):
+        calls[every] = []
+        cfg = tiny(f"train.eval_every={every}", f"train.grad_clip={clip}", "train.batch_size=4", backend="numba")
+        runs[every] = train(cfg, tmp_path / str(every), progress=False)
+    assert [r["step"] for r in runs[7].history] == [7, 14, 21, 28, 35, 40]
+    assert calls[40] == [8, 5, 1, 6, 7, 1, 8, 4]  # epochs of 14 steps, a checkpoint at 20
+    assert calls[7] == [7, 6, 1, 6, 1, 6, 1, 7, 5]
+    a, _ = load_tensors(tmp_path / "7" / "model.safetensors")
+    b, _ = load_tensors(tmp_path / "40" / "model.safetensors")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert runs[7].final == runs[40].final
+
+
 def test_target_accuracy_stops_early(tmp_path):
     result = train(tiny("train.max_steps=400", "train.target_accuracy=0.05", "train.target_split=train"),
                    tmp_path / "r", progress=False)
