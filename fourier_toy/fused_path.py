@@ -188,13 +188,14 @@ class FusedPath:
         common = (bounds, tok, tg, scale, w, self.table, self.D, self.H, self.eps)
         after = (grads, extra, losses, self.sync, self.barriers, self.spin, cuts, update.scalars, update.m, update.v,
                  update.decay, update.trainable)
-        largest = max(bounds[k + 1] - bounds[k] for k in range(P))  # for thread 0 when it runs every piece
+        # Thread 0 runs every piece when the tasks run inline. Every buffer is made here: a task that
+        # raised before its numba call would leave the others waiting at the first barrier for good.
+        largest = max(bounds[k + 1] - bounds[k] for k in range(P))
+        ws = [[a.reshape(-1) for a in self._ws(j, largest if j == 0 else biggest[j], T)] for j in range(n)]
 
         def share(j):
-            inline = self.threads.inline()
-            ws = self._ws(j, largest if inline else biggest[j], T)
-            return self.fused_step.train_steps_share(self.threads.post_handle(), j, n, inline, *common,
-                                                     *(a.reshape(-1) for a in ws), self.model.p, *after)
+            return self.fused_step.train_steps_share(self.threads.post_handle(), j, n, self.threads.inline(), *common,
+                                                     *ws[j], self.model.p, *after)
 
         counts = self.threads.run_tasks([partial(share, j) for j in range(n)], n, first_posts=True)
         self.barriers = max(counts)
