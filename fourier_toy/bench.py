@@ -11,8 +11,8 @@ Protocol: every backend (and PyTorch with --vs-torch) trains its own copy of one
 After a warm-up, `rounds` rounds each time at least `steps` training steps and `min_seconds` of
 them (forward, backward, AdamW), in calls of STEPS_PER_CALL steps, and one evaluation batch per
 backend, each stretch after an idle `settle`, the backends taking turns in a rotating order, and
-a large numpy matmul (the machine's float32 peak, with the same threads). Figures are medians over the rounds, so a busy spell of
-the machine shifts one round, not the result.
+a large numpy matmul (the machine's float32 peak, with the same threads). Figures are medians
+over the rounds, so a busy spell of the machine shifts one round, not the result.
 
 Output: one JSON line per configuration and backend, and with --vs-torch one line per
 configuration with the ratios ours / PyTorch; with --plot also a figure of it (plots.plot_bench,
@@ -237,8 +237,8 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
             r.eval(eval_tokens)
             t0 = time.perf_counter()
             r.train(toks, tgs)
-            calls = max(steps, math.ceil(min_seconds * K / (time.perf_counter() - t0))) / K
-            n_steps[r.name] = K * math.ceil(calls)
+            per_step = (time.perf_counter() - t0) / K
+            n_steps[r.name] = K * math.ceil(max(steps, min_seconds / per_step) / K)  # whole calls
         train_rate = {r.name: [] for r in runners}
         eval_rate = {r.name: [] for r in runners}
         peaks = []

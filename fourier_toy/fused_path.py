@@ -107,8 +107,8 @@ class FusedPath:
     def _tokens(self, tokens) -> np.ndarray:
         return indices("tokens", "ids", tokens, np.shape(tokens), self.model.vocab_size)
 
-    def _targets(self, targets, batch: int) -> np.ndarray:
-        return indices("targets", "number tokens", targets, (batch,), self.model.p)
+    def _targets(self, targets, shape: tuple) -> np.ndarray:
+        return indices("targets", "number tokens", targets, shape, self.model.p)
 
     # ---- public entry points ---------------------------------------------------------------------
 
@@ -138,7 +138,7 @@ class FusedPath:
         finite: the parameters then stay as they were. One numba call per thread
         (fused_step.train_share) does it all."""
         tok = self._tokens(tokens)
-        tg = self._targets(targets, len(tok))
+        tg = self._targets(targets, (len(tok),))
         B, T = tok.shape
         bounds, n, cuts, biggest = self._plan(B)
         P = len(bounds) - 1
@@ -173,10 +173,8 @@ class FusedPath:
         (float64, the last one non-finite if they stopped early) and commits that many steps but
         the non-finite one (fused_step.train_steps_share)."""
         tok = self._tokens(tokens)
-        if tok.ndim != 3 or not 1 <= tok.shape[2] <= self.model.cfg.n_ctx:
-            raise ValueError(f"tokens: expected shape (steps, batch, 1..{self.model.cfg.n_ctx}), got {tok.shape}")
         K, B, T = tok.shape
-        tg = indices("targets", "number tokens", targets, (K, B), self.model.p)
+        tg = self._targets(targets, (K, B))
         if update.scalars.shape[0] != K:
             raise ValueError(f"update: expected the scalars of {K} steps, got {update.scalars.shape[0]}")
         bounds, n, cuts, biggest = self._plan(B)

@@ -30,7 +30,7 @@ from fourier_toy.fused_piece import train
 from fourier_toy.jit import jit
 from fourier_toy.threads import barrier, post, wait
 
-__all__ = ["finish_slice", "sum_pieces", "train_share", "train_steps_share"]
+__all__ = ["finish_slice", "run_pieces", "sum_pieces", "train_share", "train_steps_share"]
 
 
 @jit
@@ -49,12 +49,7 @@ def train_share(posted, j, n, bounds, tok, tg, scale, w, table, D, H, eps, buf, 
     decay, trainable: its moments and masks.
     """
     post(*posted)
-    for k in range(j, len(bounds) - 1, n):
-        lo, hi = bounds[k], bounds[k + 1]
-        b = hi - lo
-        gk = g0 if k == 0 else extra[k - 1]
-        losses[k] = train(tok[lo:hi], tg[lo:hi], scale, w, table, D, H, eps, buf, logits[:b * p].reshape((b, p)),
-                          dlogits[:b * p].reshape((b, p)), gk)
+    run_pieces(j, n, bounds, tok, tg, scale, w, table, D, H, eps, buf, logits, dlogits, p, g0, extra, losses)
     if not barrier(sync, j, n, count, iters):
         return False
     finish_slice(j, cuts, losses, g0, extra, opt, w, m, v, decay, trainable)
@@ -80,25 +75,31 @@ def train_steps_share(posted, j, n, alone, bounds, toks, tgs, scale, w, table, D
         if j != 0:
             return count
         n = 1
-    P, S = len(bounds) - 1, len(cuts) - 1
     for s in range(toks.shape[0]):
-        tok, tg = toks[s], tgs[s]
-        for k in range(j, P, n):
-            lo, hi = bounds[k], bounds[k + 1]
-            b = hi - lo
-            gk = g0 if k == 0 else extra[k - 1]
-            losses[s, k] = train(tok[lo:hi], tg[lo:hi], scale, w, table, D, H, eps, buf, logits[:b * p].reshape((b, p)),
-                                 dlogits[:b * p].reshape((b, p)), gk)
+        run_pieces(j, n, bounds, toks[s], tgs[s], scale, w, table, D, H, eps, buf, logits, dlogits, p, g0, extra,
+                   losses[s])
         count += 1
         wait(sync, j, n, count, iters)
-        for i in range(j, S, n):
+        for i in range(j, len(cuts) - 1, n):
             finish_slice(i, cuts, losses[s], g0, extra, opts[s], w, m, v, decay, trainable)
-        for k in range(P):
+        for k in range(losses.shape[1]):
             if not np.isfinite(losses[s, k]):
                 return count
         count += 1
         wait(sync, j, n, count, iters)
     return count
+
+
+@jit
+def run_pieces(j, n, bounds, tok, tg, scale, w, table, D, H, eps, buf, logits, dlogits, p, g0, extra, losses):
+    """Thread j's pieces k = j, j + n, ... of a step, each one fused_piece.train (arguments as in
+    train_share)."""
+    for k in range(j, len(bounds) - 1, n):
+        lo, hi = bounds[k], bounds[k + 1]
+        b = hi - lo
+        gk = g0 if k == 0 else extra[k - 1]
+        losses[k] = train(tok[lo:hi], tg[lo:hi], scale, w, table, D, H, eps, buf, logits[:b * p].reshape((b, p)),
+                          dlogits[:b * p].reshape((b, p)), gk)
 
 
 @jit

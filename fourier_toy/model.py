@@ -317,8 +317,8 @@ class GPT:
         instead of returning to Python, which saves the Python around a step (about 0.3 ms).
         """
         tokens, targets = np.asarray(tokens), np.asarray(targets)
-        if tokens.ndim != 3 or len(tokens) < 1:
-            raise ValueError(f"tokens: expected shape (steps >= 1, batch, positions), got {tokens.shape}")
+        if tokens.ndim != 3 or len(tokens) < 1 or not 1 <= tokens.shape[2] <= self.cfg.n_ctx:
+            raise ValueError(f"tokens: expected shape (steps >= 1, batch, 1..{self.cfg.n_ctx}), got {tokens.shape}")
         K = len(tokens)
         lrs = [None] * K if lrs is None else list(lrs)
         if len(lrs) != K:
