@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from . import config as config_mod
-from .errors import FourierToyError
+from fourier_toy import config as config_mod
+from fourier_toy.errors import FourierToyError
 
 EXIT_USAGE = 2
 
@@ -29,7 +29,7 @@ def _config_from_args(args) -> config_mod.Config:
 
 
 def cmd_train(args) -> int:
-    from .train import resume_config, train
+    from fourier_toy.training.loop import resume_config, train
 
     if args.resume:
         if args.preset != "quick" or args.config or args.seed is not None:
@@ -45,8 +45,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate
-    from .load import load_run
+    from fourier_toy.training.evaluate import evaluate
+    from fourier_toy.training.open_run import load_run
 
     run = load_run(args.run)
     result = evaluate(run.model, run.splits[args.split], with_errors=True)
@@ -67,14 +67,14 @@ def cmd_eval(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .interchange import export_run
+    from fourier_toy.training.interchange import export_run
 
     print(export_run(args.run, args.out, force=args.force))
     return 0
 
 
 def cmd_pretrain_toy(args) -> int:
-    from .pretrain_toy import ToyConfig, cache_path, toy_number_rows, toy_numbers
+    from fourier_toy.training.toy_source import ToyConfig, cache_path, toy_number_rows, toy_numbers
 
     rows, info = toy_number_rows(args.numbers, seed=args.seed, use_cache=not args.no_cache)
     where = "not cached" if args.no_cache else cache_path(ToyConfig(n_numbers=toy_numbers(args.numbers), seed=args.seed))
@@ -98,21 +98,25 @@ def _diagnostic(args, report_fn, format_fn, plot_fns) -> int:
 
 
 def cmd_spectrum(args) -> int:
-    from . import diagnose, plots
+    from fourier_toy.analysis import diagnose
+    from fourier_toy.analysis import plots
 
     return _diagnostic(args, lambda: diagnose.spectrum_report(args.source, basis=args.basis),
                        diagnose.format_spectrum, [(plots.plot_spectrum, "")])
 
 
 def cmd_lens(args) -> int:
-    from . import diagnose, plots
+    from fourier_toy.analysis import diagnose
+    from fourier_toy.analysis import plots
 
     return _diagnostic(args, lambda: diagnose.lens_report(args.run, split=args.split, basis=args.basis),
                        diagnose.format_lens, [(plots.plot_lens, ""), (plots.plot_module_spectra, "modules")])
 
 
 def cmd_ablate(args) -> int:
-    from . import diagnose, plots, reference
+    from fourier_toy.analysis import diagnose
+    from fourier_toy.analysis import plots
+    from fourier_toy.experiments import paper as reference
 
     ref_rows = [{"modules": {"none": "none", "attn+mlp": "ATTN & MLP", "attn": "ATTN", "mlp": "MLP"}[m],
                  "removed": r, "acc": acc} for (m, r), (_, acc) in reference.TABLE1.items()]
@@ -123,14 +127,15 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_probe(args) -> int:
-    from . import diagnose, plots
+    from fourier_toy.analysis import diagnose
+    from fourier_toy.analysis import plots
 
     return _diagnostic(args, lambda: diagnose.probe_report(args.source, split=args.split),
                        diagnose.format_probe, [(plots.plot_probes, "")])
 
 
 def cmd_reproduce(args) -> int:
-    from .reproduce import reproduce
+    from fourier_toy.experiments.reproduce import reproduce
 
     summary = reproduce(preset=args.preset, seeds=args.seeds, out=args.out, source=args.source,
                         workers=args.workers, overrides=args.set or [], progress=args.progress)
@@ -143,8 +148,8 @@ def cmd_reproduce(args) -> int:
 def cmd_sweep(args) -> int:
     """Progress lines to stderr, the summary to stdout; default OUT: sweeps/<GRID file stem>.
     Exit status 0 when every run succeeded, 1 when any failed."""
-    from .errors import ConfigError
-    from .sweep import describe_values, format_record, run_sweep
+    from fourier_toy.errors import ConfigError
+    from fourier_toy.experiments.sweep import describe_values, format_record, run_sweep
 
     if args.scheduler is not None and args.workers is not None:
         raise ConfigError("--workers: not used with --scheduler (the cluster's workers train the runs)")
@@ -159,7 +164,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_sweep_report(args) -> int:
-    from .sweep_report import CURVES, REPORT_JSON, REPORT_TXT, format_report, write_report
+    from fourier_toy.experiments.sweep_report import CURVES, REPORT_JSON, REPORT_TXT, format_report, write_report
 
     out = Path(args.dir)
     print(format_report(write_report(out)))
@@ -232,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("dir")
     sr.set_defaults(func=cmd_sweep_report)
 
-    from . import bench
+    from fourier_toy.bench import throughput as bench
 
     b = sub.add_parser("bench", help="training/evaluation throughput, bench-v1 (S, M, L)")
     bench.add_arguments(b)

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from fourier_toy.errors import ConfigError
 
 
 def _choice(*allowed):
@@ -35,6 +35,13 @@ class TaskConfig:
     @property
     def n_numbers(self) -> int:
         return 2 * self.max_operand + 1
+
+
+# GPT-2's architecture constants (DESIGN.md convention 3), one home for every implementation of it:
+# the numpy ops, the numba kernels, the PyTorch twin and the Hugging Face config.
+LN_EPS = 1e-5  # LayerNorm epsilon
+GELU_C = math.sqrt(2.0 / math.pi)  # the tanh GELU: 0.5 x (1 + tanh(GELU_C (x + GELU_K x^3)))
+GELU_K = 0.044715
 
 
 @dataclass

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import TaskConfig
-from .errors import DataError
+from fourier_toy.config import TaskConfig
+from fourier_toy.errors import DataError
 
 SPLITS = ("train", "val", "test")
 

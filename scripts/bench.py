@@ -3,7 +3,7 @@
 
 import sys
 
-from fourier_toy.bench import main
+from fourier_toy.bench.throughput import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from fourier_toy import config
-from fourier_toy.load import load_run
+from fourier_toy.training.open_run import load_run
 from fourier_toy.task import Split
-from fourier_toy.train import train
+from fourier_toy.training.loop import train
 
 
 @pytest.fixture(scope="session")
