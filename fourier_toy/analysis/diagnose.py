@@ -10,10 +10,10 @@ None) and a ``format_*`` function turning that dict into a terminal table:
 - ``probe_report(source)``: linear probes for n mod T on number rows and (for a run) on the
   residual stream at the '=' position after each layer.
 
-Number axis (see lens.py): the exact basis uses N = p - 1 rows when the number of rows p is odd
-(p = 2 * max_operand + 1; for the shared pre-trained matrix, 521 rows -> numbers 0..519, N = 520)
-and all rows when it is even; ``basis="paper"`` uses Definition A.3 on all p rows (p odd). Every
-report names its basis, N and tau.
+Number axis (``fourier.number_axis``): the exact basis uses N = p - 1 rows when the number of
+rows p is odd (p = 2 * max_operand + 1; for the shared pre-trained matrix, 521 rows -> numbers
+0..519, N = 520) and all rows when it is even; ``basis="paper"`` uses Definition A.3 on all p rows
+(p odd). Every report names its basis, N and tau.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 from fourier_toy.analysis import fourier
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.analysis.filters import ablation_table, single_pass
-from fourier_toy.analysis.lens import basis_info, logit_lens, module_spectra, number_basis, residual_last
+from fourier_toy.analysis.lens import logit_lens, module_spectra, residual_last
 from fourier_toy.analysis.probes import probe_mod
 
 __all__ = [
@@ -128,9 +128,9 @@ def _header(rep: dict) -> str:
 # ---- spectrum ------------------------------------------------------------------------------------
 
 def _matrix_spectrum(name: str, W: np.ndarray, basis: str, tau, threshold: float) -> dict:
-    fb = number_basis(W.shape[0], basis)
+    axis = fourier.number_axis(W.shape[0], basis, tau)
+    fb, info = axis.basis, axis.info
     X = W[: fb.n]
-    info = basis_info(fb, tau)
     amp = fourier.mean_dft_amplitude(X, fb, subtract_mean=True)
     outliers = fourier.find_outliers(X, fb, threshold=threshold)
     key = []
@@ -145,7 +145,7 @@ def _matrix_spectrum(name: str, W: np.ndarray, basis: str, tau, threshold: float
         except ConfigError:
             pr = None
         key.append({"period": T, "k": k, "amplitude": float(amp[k]), "prominence": pr})
-    bands = fourier.band_energy_fractions(X - X.mean(axis=0), fb, info["tau"])
+    bands = fourier.band_energy_fractions(X - X.mean(axis=0), fb, axis.tau)
     return {"name": name, **info, "rows_used": int(fb.n), "width": int(W.shape[1]),
             "amplitude": amp, "periods": fb.frequency_periods,
             "outliers": [{"k": o.k, "period": o.period, "prominence": o.prominence} for o in outliers],
@@ -288,7 +288,7 @@ def probe_report(source, periods=PROBE_PERIODS, split: str = "test", rng: np.ran
     kind, mats, obj = _source_matrices(source)
     rows = []
     for name, W in mats:
-        fb = number_basis(W.shape[0], basis)
+        fb = fourier.number_axis(W.shape[0], basis).basis
         rows.append({"name": name, "N": int(fb.n), "probes": _probe_all(W[: fb.n], np.arange(fb.n), periods, rng)})
     hidden = None
     if kind == "run":

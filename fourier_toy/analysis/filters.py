@@ -11,8 +11,8 @@ high-pass filter), ``removed="high"`` removes k >= tau (a low-pass filter). The 
 never removed. The single-pass filter keeps one frequency (its cos and sin rows) and removes
 every other non-constant row.
 
-Number axis: see lens.py. With the default exact basis on N = p - 1 points only W_U's rows
-0..p-2 are constrained; with basis "paper" all p rows are. tau defaults to
+Number axis: ``fourier.number_axis``. With the default exact basis on N = p - 1 points only W_U's
+rows 0..p-2 are constrained; with basis "paper" all p rows are. tau defaults to
 ``fourier.default_tau(denominator)``. dim null(M) = d - rank(M) is reported with every result:
 when it is small the filter deletes almost all of the module output whatever the band.
 """
@@ -24,7 +24,6 @@ import numpy as np
 from fourier_toy.analysis import fourier
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.training.evaluate import error_pattern, evaluate, predict, score
-from fourier_toy.analysis.lens import basis_info, number_basis
 
 __all__ = ["MODULES", "TABLE1_ROWS", "remove_mask", "null_space_projector", "filter_hooks",
            "ablation_table", "single_pass"]
@@ -102,9 +101,9 @@ def filter_hooks(model, removed, modules: str = "both", basis: str = "exact",
     """
     if modules not in MODULES:
         raise ConfigError(f"modules: must be one of {', '.join(MODULES)}, got {modules!r}")
-    fb = number_basis(model.n_numbers, basis)
-    info = basis_info(fb, tau)
-    P, pinfo = null_space_projector(model.W_U, fb, remove_mask(fb, removed, info["tau"]))
+    axis = fourier.number_axis(model.n_numbers, basis, tau)
+    fb, info = axis.basis, axis.info
+    P, pinfo = null_space_projector(model.W_U, fb, remove_mask(fb, removed, axis.tau))
     fn = _projection_hook(P)
     hooks = [(f"blocks.{l}.{h}", fn) for l in range(model.cfg.n_layers) for h in MODULES[modules]]
     return hooks, {**info, **pinfo}
@@ -127,10 +126,9 @@ def ablation_table(model, split, basis: str = "exact", tau: int | None = None) -
     dim_null, n_removed_rows, errors (evaluate.error_pattern: n_errors, frac_multiple_of_10,
     frac_below_6, histogram). Returned with the basis/N/tau and d.
     """
-    fb = number_basis(model.n_numbers, basis)
-    info = basis_info(fb, tau)
-    rows = [_row(model, split, m, r, basis, info["tau"]) for m, r in TABLE1_ROWS]
-    return {**info, "d": model.cfg.d_model, "n": len(split), "rows": rows}
+    axis = fourier.number_axis(model.n_numbers, basis, tau)
+    rows = [_row(model, split, m, r, basis, axis.tau) for m, r in TABLE1_ROWS]
+    return {**axis.info, "d": model.cfg.d_model, "n": len(split), "rows": rows}
 
 
 def single_pass(model, split, period: float = 2, basis: str = "exact", modules: str = "both") -> dict:
@@ -140,8 +138,7 @@ def single_pass(model, split, period: float = 2, basis: str = "exact", modules: 
     and the error pattern. The period must be a component of the basis (e.g. 2, 2.5, 5, 10 when
     N is divisible by 10).
     """
-    fb = number_basis(model.n_numbers, basis)
-    k = fb.k_for_period(period)
+    k = fourier.number_axis(model.n_numbers, basis).basis.k_for_period(period)
     hooks, info = filter_hooks(model, ("keep", k), modules, basis)
     logits = predict(model, split.tokens, hooks=hooks)
     preds = logits.argmax(axis=1)

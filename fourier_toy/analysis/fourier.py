@@ -13,18 +13,18 @@ Two bases:
   quirk included (for p = 521 the Gram matrix is off the identity by up to ~0.004 and the
   sin row k = 260 is all zeros). Kept for side-by-side comparison with the paper.
 
-Choosing N. Analyses use N = number of number tokens (rows of an embedding or of W_U
-restricted to numbers). Periods fall on integer k only when N / T is an integer, so N
-divisible by 10 puts periods 2, 2.5, 5 and 10 exactly on components. With p = 2 * max_operand
-+ 1 the number vocabulary is odd (p = 521 in the paper): the exact basis on N = p is valid,
-but then period 10 lives between two components (k = 52 has period 10.02). The project
-therefore has two exact options and one faithful one:
-- exact basis on all p rows, reading periods with ``nearest_component(p, T)``;
-- exact basis on the first p - 1 rows (what the real-embedding check in shared/data does:
-  rows 0..519, N = 520), so that T = 10 is exactly k = 52;
-- ``paper_basis(p)``, whose denominator p - 1 puts the periods on integer k at the cost of
-  exact orthonormality.
-Presets choose p - 1 divisible by 10 so all three agree on where the spikes are.
+Choosing N. Every analysis of the p number rows (number tokens, rows of an embedding or of W_U)
+gets its basis from ``number_axis(p, kind, tau)``, the one selector. Periods fall on integer k only
+when N / T is an integer, so N divisible by 10 puts periods 2, 2.5, 5 and 10 exactly on
+components. With p = 2 * max_operand + 1 the number vocabulary is odd (p = 521 in the paper): the
+exact basis on all p rows would be valid, but period 10 would then live between two components
+(k = 52 has period 10.02, see ``nearest_component``). So:
+- kind "exact" uses the exact basis on the first p - 1 rows (what the real-embedding check in
+  shared/data does: rows 0..519, N = 520), so that T = 10 is exactly k = 52;
+- kind "paper" uses ``paper_basis(p)``, whose denominator p - 1 puts the periods on integer k at
+  the cost of exact orthonormality.
+Both then have denominator p - 1, and presets choose p - 1 divisible by 10, so the two agree on
+where the spikes are.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ __all__ = [
     "FourierBasis",
     "exact_basis",
     "paper_basis",
-    "basis",
+    "NumberAxis",
+    "number_axis",
     "nearest_component",
     "format_period",
     "spectrum",
@@ -237,13 +238,59 @@ def paper_basis(p: int) -> FourierBasis:
     return _make_basis(rows, scale, freqs, kinds, "paper", M)
 
 
-def basis(N: int, kind: str = "exact") -> FourierBasis:
-    """The basis on N points: kind 'exact' (default, any N >= 1) or 'paper' (odd N >= 3)."""
+class NumberAxis(NamedTuple):
+    """The Fourier view of p number rows shared by every analysis (built by ``number_axis``)."""
+
+    basis: FourierBasis  # N points; arrays are cut to their first N number rows
+    tau: int  # band threshold: low band 1 <= k < tau, high band k >= tau
+
+    @property
+    def info(self) -> dict:
+        """What every Fourier result carries: basis kind, N, denominator, tau and tau's period."""
+        fb = self.basis
+        return {"basis": fb.kind, "N": int(fb.n), "denominator": int(fb.denominator), "tau": self.tau,
+                "tau_period": fb.denominator / self.tau}
+
+
+def number_axis(p: int, kind: str = "exact", tau: int | None = None) -> NumberAxis:
+    """The basis and band threshold for p number rows; every analysis selects its basis here.
+
+    p counts the number rows: the number tokens of a task (p = 2 * max_operand + 1, always odd) or
+    the rows of a matrix whose row i is the number i. An array W (p, D), or a logit vector (p,), is
+    cut to its first N = ``basis.n`` rows and projected as ``basis.matrix @ W[:N]``, with
+    ``basis.matrix`` (N, N) and frequencies k = 0..K-1, K = denominator // 2 + 1.
+
+    Rule for N (and the denominator of w_k = 2 pi k / denominator):
+    - kind "exact" (default): ``exact_basis(N)`` with N = p - 1 when p is odd (numbers 0..p-2;
+      only the largest answer p - 1, reached by a single pair, is dropped) and N = p when p is
+      even (a matrix that already stops at an even count); denominator N.
+    - kind "paper": ``paper_basis(p)``, Definition A.3 on all N = p rows (p odd), denominator p - 1.
+    For odd p both have denominator p - 1, so max_operand divisible by 5 puts periods 2, 2.5, 5
+    and 10 on integer k in either.
+
+    Rule for tau: None gives ``default_tau(denominator)`` = ceil(50 * denominator / 520), the
+    paper's tau = 50 at 520 scaled so that the period threshold stays 10.4; otherwise an integer
+    >= 1, used as given.
+
+    Raises DataError when p < 3 and ConfigError for another kind, "paper" with an even p, or a
+    tau that is not an integer >= 1.
+    """
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, np.integer)) or p < 3:
+        raise DataError(f"p: needs at least 3 number rows, got {p!r}")
+    p = int(p)
     if kind == "exact":
-        return exact_basis(N)
-    if kind == "paper":
-        return paper_basis(N)
-    raise ConfigError(f"kind: must be 'exact' or 'paper', got {kind!r}")
+        fb = exact_basis(p - 1 if p % 2 else p)
+    elif kind == "paper":
+        if p % 2 == 0:
+            raise ConfigError(f"basis: 'paper' needs an odd number of rows (p = 2 * max_operand + 1), got {p}")
+        fb = paper_basis(p)
+    else:
+        raise ConfigError(f"basis: kind must be 'exact' or 'paper', got {kind!r}")
+    if tau is None:
+        tau = default_tau(fb.denominator)
+    elif isinstance(tau, (bool, np.bool_)) or not isinstance(tau, (int, np.integer)) or tau < 1:
+        raise ConfigError(f"tau: must be an integer >= 1 (a frequency k), got {tau!r}")
+    return NumberAxis(fb, int(tau))
 
 
 def nearest_component(N: int, period: float) -> tuple[int, float]:

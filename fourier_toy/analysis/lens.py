@@ -10,15 +10,11 @@ Module logits: L_attn^(l) = W_U attn_out^(l) and L_mlp^(l) = W_U mlp_out^(l) at 
 with no LayerNorm, as in the paper. They are additive: W_U h^(L-1) = W_U (embed + pos) +
 sum_l L_attn^(l) + sum_l L_mlp^(l) at the last position.
 
-Number axis. The task has p = 2 * max_operand + 1 number tokens. Fourier analyses use
-``number_basis(p, kind)``:
-- kind "exact" (default): the orthonormal real DFT on N = p - 1 points, i.e. the numbers
-  0..p-2; only the largest answer p - 1 (reached by a single pair) is dropped. With max_operand
-  divisible by 5, N is divisible by 10, so periods 2, 2.5, 5 and 10 fall on integer components.
-- kind "paper": Definition A.3 of the paper on all p rows (denominator p - 1), quirk included.
-A logit vector or W_U is restricted to the first ``basis.n`` number rows before projection.
-Band thresholds default to ``fourier.default_tau(N)`` (the paper's tau = 50 at 520, scaled so
-the period threshold stays 10.4). Every result names the basis, N and tau.
+Number axis. The task has p = 2 * max_operand + 1 number tokens; every Fourier analysis takes its
+basis, N and tau from ``fourier.number_axis(p, kind, tau)`` (its docstring gives the rule: by
+default the exact basis on N = p - 1 points, tau = ``fourier.default_tau(N)``). A logit vector or
+W_U is restricted to the first N number rows before projection. Every result names the basis, N
+and tau.
 """
 
 from __future__ import annotations
@@ -28,49 +24,16 @@ from typing import NamedTuple
 import numpy as np
 
 from fourier_toy.analysis import fourier
-from fourier_toy.errors import ConfigError, DataError
+from fourier_toy.errors import DataError
 from fourier_toy.training.evaluate import EVAL_BATCH, score
 
 __all__ = [
-    "number_basis",
-    "basis_info",
     "residual_last",
     "logit_lens",
     "ModuleLogits",
     "module_logits",
     "module_spectra",
 ]
-
-
-def number_basis(p: int, kind: str = "exact") -> fourier.FourierBasis:
-    """The Fourier basis over p number rows (see module docstring).
-
-    "exact": orthonormal real DFT on N = p - 1 points (numbers 0..p-2) when p is odd, as it is
-    for every task (p = 2 * max_operand + 1), and on all N = p points when p is even (a matrix
-    that already stops at an even count); "paper": Definition A.3 on all p points (odd p,
-    denominator p - 1).
-    """
-    if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 3:
-        raise DataError(f"p: needs at least 3 number rows, got {p!r}")
-    p = int(p)
-    if kind == "exact":
-        return fourier.exact_basis(p - 1 if p % 2 else p)
-    if kind == "paper":
-        if p % 2 == 0:
-            raise ConfigError(f"basis: 'paper' needs an odd number of rows (p = 2 * max_operand + 1), got {p}")
-        return fourier.paper_basis(p)
-    raise ConfigError(f"basis: must be 'exact' or 'paper', got {kind!r}")
-
-
-def basis_info(fb: fourier.FourierBasis, tau: int | None) -> dict:
-    """What every Fourier result carries: basis kind, N (rows analysed), denominator and tau."""
-    if tau is None:
-        tau = fourier.default_tau(fb.denominator)
-    elif isinstance(tau, bool) or not isinstance(tau, (int, np.integer)) or tau < 1:
-        raise ConfigError(f"tau: must be an integer >= 1 (a frequency k), got {tau!r}")
-    tau = int(tau)
-    return {"basis": fb.kind, "N": int(fb.n), "denominator": int(fb.denominator), "tau": tau,
-            "tau_period": fb.denominator / tau}
 
 
 def _check_split(split) -> None:
@@ -164,12 +127,12 @@ def module_spectra(model, split, basis: str = "exact", tau: int | None = None,
       is taken per example before averaging because the logit vectors themselves would cancel
       when averaged (their components' phases follow the answer); pooling the energies weights
       each example by its energy.
-    Plus ``periods`` (K,) and ``component_names`` (N,), and the basis/N/tau of ``basis_info``.
+    Plus ``periods`` (K,) and ``component_names`` (N,), and the basis/N/tau of ``NumberAxis.info``.
     """
     _check_split(split)
-    fb = number_basis(model.n_numbers, basis)
-    info = basis_info(fb, tau)
-    masks = fourier.band_masks(fb, info["tau"])
+    axis = fourier.number_axis(model.n_numbers, basis, tau)
+    fb, info = axis.basis, axis.info
+    masks = fourier.band_masks(fb, axis.tau)
     F = fb.matrix
     L, K = model.cfg.n_layers, fb.n_freqs
     onehot = np.zeros((fb.n, K))

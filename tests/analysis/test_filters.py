@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 from fourier_toy.analysis import filters
 from fourier_toy.analysis import fourier
-from fourier_toy.analysis import lens
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.training.evaluate import evaluate, predict
 
@@ -20,7 +19,7 @@ def projector_case(draw):
     p = 2 * max_operand + 1
     d = draw(st.integers(2, 40))
     kind = draw(st.sampled_from(["exact", "paper"]))
-    fb = lens.number_basis(p, kind)
+    fb = fourier.number_axis(p, kind).basis
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     W_U = rng.normal(size=(p, d))
     if draw(st.booleans()):  # a low-rank W_U makes M rank-deficient
@@ -63,7 +62,7 @@ def test_projector_is_the_orthogonal_projection_onto_null_M(case):
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 12), st.integers(1, 30), st.sampled_from(["exact", "paper"]))
 def test_removing_nothing_is_the_identity(max_operand, d, kind):
-    fb = lens.number_basis(2 * max_operand + 1, kind)
+    fb = fourier.number_axis(2 * max_operand + 1, kind).basis
     W_U = np.random.default_rng(d).normal(size=(2 * max_operand + 1, d))
     for removed in (None, "none"):
         P, info = filters.null_space_projector(W_U, fb, filters.remove_mask(fb, removed))
@@ -72,7 +71,7 @@ def test_removing_nothing_is_the_identity(max_operand, d, kind):
 
 
 def test_remove_masks_follow_table_1_naming():
-    fb = lens.number_basis(121)  # N = 120, tau = ceil(50 * 120 / 520) = 12
+    fb = fourier.number_axis(121).basis  # N = 120, tau = ceil(50 * 120 / 520) = 12
     tau = fourier.default_tau(fb.n)
     low, high = filters.remove_mask(fb, "low"), filters.remove_mask(fb, "high")
     # "removed: low" is the high-pass filter: it removes 1 <= k < tau, both cos and sin rows.
@@ -88,7 +87,7 @@ def test_remove_masks_follow_table_1_naming():
 
 
 def test_projector_rejects_bad_shapes():
-    fb = lens.number_basis(21)
+    fb = fourier.number_axis(21).basis
     with pytest.raises(DataError):
         filters.null_space_projector(np.zeros((10, 4)), fb, np.zeros(fb.n, bool))
     with pytest.raises(DataError):
@@ -102,7 +101,7 @@ def test_filter_hooks_remove_the_band_from_every_module_output(tiny_run, modules
     hooked = {name for name, _ in hooks}
     want = {f"blocks.{l}.{h}" for l in range(2) for h in filters.MODULES[modules]}
     assert hooked == want
-    fb = lens.number_basis(model.n_numbers)
+    fb = fourier.number_axis(model.n_numbers).basis
     mask = filters.remove_mask(fb, "high")
     M = fb.matrix[mask] @ model.W_U[: fb.n].astype(np.float64)
     names = [f"blocks.{l}.{h}" for l in range(2) for h in ("hook_attn_out", "hook_mlp_out")]
@@ -126,7 +125,7 @@ def test_ablation_table_rows_and_baseline(tiny_run):
     base = evaluate(model, sp, with_errors=True)
     assert tab["rows"][0]["acc"] == base["acc"] and tab["rows"][0]["loss"] == base["loss"]
     assert tab["rows"][0]["dim_null"] == model.cfg.d_model
-    fb = lens.number_basis(model.n_numbers)
+    fb = fourier.number_axis(model.n_numbers).basis
     W = model.W_U[: fb.n].astype(np.float64)
     for r in tab["rows"][1:]:
         M = fb.matrix[filters.remove_mask(fb, r["removed"])] @ W
@@ -145,7 +144,7 @@ def test_ablation_table_rows_and_baseline(tiny_run):
 def test_single_pass_keeps_one_frequency(tiny_run):
     model, sp = tiny_run.model, all_examples(tiny_run)
     res = filters.single_pass(model, sp, period=2)
-    fb = lens.number_basis(model.n_numbers)
+    fb = fourier.number_axis(model.n_numbers).basis
     assert res["k"] == fb.n // 2 and res["n_removed_rows"] == fb.n - 2  # all but const and Nyquist
     hooks, _ = filters.filter_hooks(model, ("keep", res["k"]), "both")
     preds = predict(model, sp.tokens, hooks=hooks).argmax(1)

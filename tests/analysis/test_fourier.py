@@ -102,15 +102,39 @@ def test_paper_basis_521_quirk_and_periods():
     assert b.names[2 * 52] == "cos T=10" and b.names[2 * 208 - 1] == "sin T=2.5"
 
 
-def test_paper_basis_rejects_even_p_and_dispatcher_validates():
+def test_paper_basis_rejects_even_p_and_selector_validates():
     with pytest.raises(ConfigError, match="p"):
         fr.paper_basis(520)
     with pytest.raises(ConfigError, match="kind"):
-        fr.basis(10, kind="dft")
+        fr.number_axis(10, kind="dft")
     with pytest.raises(ConfigError, match="N"):
         fr.exact_basis(0)
-    assert fr.basis(11) is fr.exact_basis(11)
-    assert fr.basis(11, "paper") is fr.paper_basis(11)
+    assert fr.number_axis(11).basis is fr.exact_basis(10)
+    assert fr.number_axis(11, "paper").basis is fr.paper_basis(11)
+
+
+def test_number_axis_rule_for_n_and_tau():
+    axis = fr.number_axis(121)
+    fb = axis.basis
+    assert fb.kind == "exact" and fb.n == 120 and fb.k_for_period(10) == 12 and fb.k_for_period(2.5) == 48
+    assert fr.number_axis(120).basis.n == 120  # an even count is already the analysed axis
+    paper = fr.number_axis(121, "paper").basis
+    assert paper.n == 121 and paper.denominator == 120
+    with pytest.raises(ConfigError):
+        fr.number_axis(120, "paper")
+    with pytest.raises(ConfigError):
+        fr.number_axis(121, "fft")
+    with pytest.raises(DataError):
+        fr.number_axis(2)
+    # tau: default_tau(denominator) unless given; the info every result carries names all of it.
+    assert axis.tau == fr.default_tau(120) == 12
+    assert axis.info == {"basis": "exact", "N": 120, "denominator": 120, "tau": 12, "tau_period": 10.0}
+    assert fr.number_axis(521, "paper").info == {"basis": "paper", "N": 521, "denominator": 520, "tau": 50,
+                                                  "tau_period": 10.4}
+    assert fr.number_axis(121, tau=np.int64(7)).tau == 7 and type(fr.number_axis(121, tau=7).tau) is int
+    for bad in (0, 2.5, True, "12"):
+        with pytest.raises(ConfigError, match="tau"):
+            fr.number_axis(121, tau=bad)
 
 
 def test_nearest_component_and_missing_period():

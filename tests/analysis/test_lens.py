@@ -19,20 +19,6 @@ def ln64(x, w, b):
     return xc / np.sqrt((xc**2).mean(-1, keepdims=True) + LN_EPS) * w + b
 
 
-def test_number_basis_axis():
-    fb = lens.number_basis(121)
-    assert fb.kind == "exact" and fb.n == 120 and fb.k_for_period(10) == 12 and fb.k_for_period(2.5) == 48
-    assert lens.number_basis(120).n == 120  # an even count is already the analysed axis
-    paper = lens.number_basis(121, "paper")
-    assert paper.n == 121 and paper.denominator == 120
-    with pytest.raises(ConfigError):
-        lens.number_basis(120, "paper")
-    with pytest.raises(ConfigError):
-        lens.number_basis(121, "fft")
-    with pytest.raises(DataError):
-        lens.number_basis(2)
-
-
 def test_last_layer_lens_equals_model_logits(tiny_run):
     model, sp = tiny_run.model, all_examples(tiny_run)
     resid = lens.residual_last(model, sp.tokens)
@@ -89,7 +75,7 @@ def test_module_logits_decompose_the_residual(tiny_run):
 def test_module_spectra_match_independent_computations(tiny_run):
     model, sp = tiny_run.model, all_examples(tiny_run)
     ms = lens.module_spectra(model, sp, batch=16)  # float32 forwards in other batches: rtol 1e-5
-    fb = lens.number_basis(model.n_numbers)
+    fb = fourier.number_axis(model.n_numbers).basis
     N = fb.n
     tau = fourier.default_tau(N)
     assert (ms["basis"], ms["N"], ms["tau"]) == ("exact", N, tau)
