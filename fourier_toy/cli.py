@@ -135,11 +135,12 @@ def cmd_probe(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
+    from fourier_toy.experiments.report import REPORT_MD
     from fourier_toy.experiments.reproduce import reproduce
 
     summary = reproduce(preset=args.preset, seeds=args.seeds, out=args.out, source=args.source,
                         workers=args.workers, overrides=args.set or [], progress=args.progress)
-    print(f"report: {Path(summary['dir']) / 'report.md'}")
+    print(f"report: {Path(summary['dir']) / REPORT_MD}")
     for claim, verdict in summary["verdicts"].items():
         print(f"  {claim}: {verdict}")
     return 0
@@ -164,11 +165,12 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_sweep_report(args) -> int:
+    from fourier_toy.experiments.sweep import FIGURES
     from fourier_toy.experiments.sweep_report import CURVES, REPORT_JSON, REPORT_TXT, format_report, write_report
 
     out = Path(args.dir)
     print(format_report(write_report(out)))
-    print(f"wrote {out / REPORT_JSON}, {out / REPORT_TXT}, {out / 'figures' / CURVES}")
+    print(f"wrote {out / REPORT_JSON}, {out / REPORT_TXT}, {out / FIGURES / CURVES}")
     return 0
 
 
@@ -204,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="the paper's experiments in toy form, with report.md and figures")
     r.add_argument("--preset", default="quick", help="quick (minutes) or paper (p = 521)")
-    r.add_argument("--seeds", type=int, default=3)
+    r.add_argument("--seeds", type=int, default=5)
     r.add_argument("--out", help="output directory (default reproduce-PRESET)")
     r.add_argument("--source", default="toy",
                    help="pre-trained number rows: 'toy' (built in), a .npy/.npz, a GPT-2 folder or a run")

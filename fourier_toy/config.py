@@ -98,6 +98,31 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# Sub-streams of the seed: each purpose draws from its own generator np.random.default_rng([seed,
+# RNG_X, ...]) (numpy SeedSequence entropy), so what one part draws never depends on what, or how
+# much, another part drew first. The ids are part of every stored result: changing one changes the
+# splits or weights of every run, and the toy source's cached rows (whose cache key does not hold the
+# ids: bump toy_source.FORMAT_VERSION with them).
+#
+#   id      name           entropy                   draws                              used by
+#   0x5917  RNG_SPLITS     [seed, id]                pairs' order and train/val/test    task.make_splits
+#   1       RNG_INIT       [seed, id]                the GPT-2 initialization           training/build.py
+#   2       RNG_EMBED      [seed, id]                the Fourier number embedding       training/build.py
+#   3       RNG_EPOCH      [seed, id, epoch]         an epoch's batch order             training/loop.py
+#   11      RNG_TOY_INIT   [toy seed, id]            the toy source's initialization    training/toy_source.py
+#   13      RNG_TOY_EPOCH  [toy seed, id, epoch]     the toy source's batch order       training/toy_source.py
+#
+# The toy source has a seed of its own (ToyConfig.seed), not the run's; its ids differ from the
+# run's anyway, so a toy seed equal to a run's seed still draws unrelated numbers. bench/throughput.py
+# initializes its models from [bench seed, RNG_INIT].
+RNG_SPLITS = 0x5917
+RNG_INIT = 1
+RNG_EMBED = 2
+RNG_EPOCH = 3
+RNG_TOY_INIT = 11
+RNG_TOY_EPOCH = 13
+
+
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "embedding": EmbeddingConfig, "train": TrainConfig}
 
 # Presets hold only the values that differ from the dataclass defaults.

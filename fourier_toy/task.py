@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fourier_toy.config import TaskConfig
+from fourier_toy.config import RNG_SPLITS, TaskConfig
 from fourier_toy.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -92,7 +92,7 @@ def all_pairs(max_operand: int, ordered: bool) -> np.ndarray:
 def make_splits(cfg: TaskConfig, seed: int) -> dict[str, Split]:
     """Train/val/test splits; a pure function of (cfg, seed)."""
     # A generator of its own, so the split does not depend on anything else the run draws.
-    rng = np.random.default_rng([seed, 0x5917])
+    rng = np.random.default_rng([seed, RNG_SPLITS])
     pairs = all_pairs(cfg.max_operand, cfg.ordered)
     if not cfg.ordered:
         swap = rng.random(len(pairs)) < 0.5

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from fourier_toy.errors import DataError
 from fourier_toy.analysis.fourier import format_period
 from fourier_toy.runs.files import atomic_write_bytes, read_jsonl
+from fourier_toy.runs.layout import METRICS
 
 __all__ = ["KEY_PERIODS", "mean_band", "plot_spectrum", "plot_spectra", "plot_module_spectra", "plot_lens",
            "plot_lenses", "plot_ablation", "plot_errors", "plot_probes", "plot_training", "plot_bench"]
@@ -67,7 +68,14 @@ def plot_spectrum(report: dict, path) -> Path:
 
 
 def plot_spectra(reports: dict, path) -> Path:
-    """{label: diagnose.spectrum_report} -> one panel per matrix of every report (e.g. per condition)."""
+    """{label: diagnose.spectrum_report} -> one panel per matrix of every report (e.g. per condition).
+
+    Each panel: mean |DFT| against k, the null level of the outlier test as a dashed line (the
+    critical magnitude of each scanned bin: its critical prominence times the median of its
+    neighbours, so a bin is an outlier exactly where the spectrum rises above the line) and the
+    outliers circled. Reports written before the permutation test (a fixed "threshold") are drawn
+    without the line.
+    """
     panels = [(label, m) for label, rep in reports.items() for m in rep.get("matrices") or []]
     if not panels:
         raise DataError("report: has no matrices to plot")
@@ -75,15 +83,25 @@ def plot_spectra(reports: dict, path) -> Path:
     for ax, (label, m) in zip(axes[:, 0], panels):
         amp = np.array([np.nan if a is None else a for a in m["amplitude"]], dtype=float)
         k = np.arange(amp.size)
-        ax.plot(k[1:], amp[1:], lw=0.9, color="tab:blue")
-        for o in m["outliers"]:
-            ax.plot(o["k"], amp[o["k"]], "o", ms=4, mfc="none", color="tab:orange")
+        ax.plot(k[1:], amp[1:], lw=0.9, color="tab:blue", label="mean |DFT| over dims")
+        null = m.get("null")
+        if null:
+            crit = np.array([np.nan if c is None else c for c in null["critical_amplitude"]], dtype=float)
+            ax.plot(k, crit, ls="--", lw=0.9, color="0.35",
+                    label=f"null level (family-wise alpha {null['alpha']:g}, {null['n_permutations']} row permutations)")
+            what = f"circles: outliers at family-wise alpha {null['alpha']:g}"
+        else:
+            what = f"circles: prominence > {m.get('threshold', 2.0):g}"
+        ks = [o["k"] for o in m["outliers"]]
+        if ks:
+            ax.plot(ks, amp[ks], "o", ms=4, mfc="none", color="tab:orange", ls="none",
+                    label=f"outliers ({len(ks)})")
         _mark_periods(ax, m["denominator"], amp.size)
         ax.set_xlabel("frequency k")
         ax.set_ylabel("mean |DFT| over dims")
         ax.set_xlim(0, amp.size)
-        ax.set_title(f"{m['name']} of {label}: basis {m['basis']}, N = {m['N']} "
-                     f"(circles: prominence > {m['threshold']:g})", fontsize=9, loc="left")
+        ax.legend(fontsize=7, loc="upper right")
+        ax.set_title(f"{m['name']} of {label}: basis {m['basis']}, N = {m['N']} ({what})", fontsize=9, loc="left")
     return _save(fig, path)
 
 
@@ -225,7 +243,7 @@ def plot_probes(report: dict, path) -> Path:
 def _records(source) -> list[dict]:
     if isinstance(source, (str, Path)):
         p = Path(source)
-        return read_jsonl(p / "metrics.jsonl" if p.is_dir() else p)
+        return read_jsonl(p / METRICS if p.is_dir() else p)
     return list(source)
 
 

@@ -119,12 +119,10 @@ class TorchRunner:
 # ---- machine -----------------------------------------------------------------------------------------
 
 def set_threads(n: int) -> None:
-    """BLAS, numba and (when loaded) PyTorch threads for this process."""
-    import numba
-    from threadpoolctl import threadpool_limits
+    """BLAS, OpenMP, numba (fast.limit_threads) and (when loaded) PyTorch threads for this process."""
+    from fourier_toy.fast import limit_threads
 
-    threadpool_limits(limits=n)
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    limit_threads(n, blas=n)
     if sys.modules.get("torch") is not None:
         sys.modules["torch"].set_num_threads(n)
 
@@ -207,7 +205,7 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
     import numba
     import numpy as np
 
-    from fourier_toy.config import ModelConfig
+    from fourier_toy.config import RNG_INIT, ModelConfig
     from fourier_toy.training.backends import make_gpt
 
     set_threads(threads)
@@ -220,7 +218,7 @@ def run(configs=("S", "M", "L"), backends=BACKENDS, steps: int = 10, rounds: int
         d, L, H, B = table[cname]
         rng = np.random.default_rng(seed)
         cfg = ModelConfig(d_model=d, n_layers=L, n_heads=H, n_ctx=N_CTX, tied=False)
-        init = make_gpt(cfg, P, rng=np.random.default_rng([seed, 1])).params
+        init = make_gpt(cfg, P, rng=np.random.default_rng([seed, RNG_INIT])).params
         runners = []
         for b in backends:
             c = ModelConfig(d_model=d, n_layers=L, n_heads=H, n_ctx=N_CTX, tied=False, backend=b)

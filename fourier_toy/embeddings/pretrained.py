@@ -9,7 +9,7 @@ Sources:
 - load_hf_folder: a Hugging Face GPT-2-format folder (model.safetensors + vocab.json or
                   tokenizer.json); the rows of the tokens "0", "1", ..., "n_numbers-1" (no
                   leading space, as in the paper: every integer 0..520 is one GPT-2 token).
-- load_run:       a fourier_toy run directory (config.json + model.safetensors, wte rows 0..p-1).
+- load_run_rows:  a fourier_toy run directory (config.json + model.safetensors, wte rows 0..p-1).
 
 adapt_width then brings the width W to d_model ("pca" or "pad"); the caller rescales (for
 example embeddings.scale_like_init) and writes the rows into wte.
@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from fourier_toy.errors import ConfigError, DataError
+from fourier_toy.errors import CheckpointError, ConfigError, DataError
 from fourier_toy.runs.files import read_json_object
+from fourier_toy.runs.hf import HF_TOKENIZER, HF_VOCAB, HF_WEIGHTS, HF_WEIGHTS_INDEX
+from fourier_toy.runs.layout import CONFIG, MODEL
+from fourier_toy.runs.read_run import read_config, read_weight
+from fourier_toy.runs.tensors import read_header, read_tensor
 
 EMBED_KEYS = ("transformer.wte.weight", "wte.weight")
 
@@ -120,78 +124,14 @@ def load_matrix(path, n_numbers: int, key: str | None = None) -> tuple[np.ndarra
     return rows, info
 
 
-# ---- safetensors ----------------------------------------------------------------------------------
-
-def _safetensors_header(path: Path) -> tuple[dict, int]:
-    """The JSON header of a .safetensors file and the byte offset where tensor data starts."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) != 8:
-                raise ValueError("file shorter than its 8-byte header length")
-            n = int.from_bytes(head, "little")
-            if n > path.stat().st_size - 8:
-                raise ValueError("header length beyond the end of the file")
-            header = json.loads(f.read(n))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a valid safetensors file ({_one_line(e)})") from None
-    return header, 8 + n
-
-
-def read_safetensors_tensor(path, key: str) -> np.ndarray:
-    """One tensor of a .safetensors file as a numpy array, without reading the others.
-
-    BF16 (which numpy lacks) is widened exactly to float32. Raises DataError for a missing file,
-    a corrupt header or data, and a missing key (listing what the file holds).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    header, start = _safetensors_header(path)
-    if key not in header or key == "__metadata__":
-        names = [k for k in header if k != "__metadata__"]
-        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-        raise DataError(f"{path}: no tensor {key!r} (it holds {shown or 'nothing'})")
-    meta = header[key]
-    try:
-        dtype, shape = meta["dtype"], [int(s) for s in meta["shape"]]
-        lo, hi = (int(x) for x in meta["data_offsets"])
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"{path}: tensor {key!r} has a malformed header entry") from None
-    if dtype == "BF16":
-        count = math.prod(shape)
-        if hi - lo != 2 * count:
-            raise DataError(f"{path}: tensor {key!r} has {hi - lo} bytes, expected {2 * count}")
-        raw = np.fromfile(path, dtype="<u2", count=count, offset=start + lo)
-        if raw.size != count:
-            raise DataError(f"{path}: tensor {key!r} is truncated")
-        return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            return f.get_tensor(key)
-    except (SafetensorError, OSError, ValueError, TypeError) as e:
-        raise DataError(f"{path}: cannot read tensor {key!r} ({_one_line(e)})") from None
-
-
-def read_safetensors(path) -> dict[str, np.ndarray]:
-    """Every tensor of a .safetensors file as numpy arrays (BF16 widened to float32)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    header, _ = _safetensors_header(path)
-    return {k: read_safetensors_tensor(path, k) for k in header if k != "__metadata__"}
-
+# ---- Hugging Face folder --------------------------------------------------------------------------
 
 def _find_embedding(folder: Path, keys=EMBED_KEYS) -> tuple[Path, str]:
     """(file, key) of the token embedding in a folder: model.safetensors or a sharded index."""
-    single = folder / "model.safetensors"
-    index = folder / "model.safetensors.index.json"
+    single = folder / HF_WEIGHTS
+    index = folder / HF_WEIGHTS_INDEX
     if single.is_file():
-        header, _ = _safetensors_header(single)
+        header, _ = read_header(single, error=DataError)
         for k in keys:
             if k in header:
                 return single, k
@@ -207,12 +147,12 @@ def _find_embedding(folder: Path, keys=EMBED_KEYS) -> tuple[Path, str]:
         raise DataError(f"{index}: no token embedding; expected one of {', '.join(keys)}")
     others = sorted(p.name for p in folder.glob("*.bin")) if folder.is_dir() else []
     hint = f" (found {', '.join(others)}: pickled weights are not read; convert to safetensors)" if others else ""
-    raise DataError(f"{folder}: no model.safetensors{hint}")
+    raise DataError(f"{folder}: no {HF_WEIGHTS}{hint}")
 
 
 def _read_vocab(folder: Path) -> tuple[dict, Path]:
     """token -> id from vocab.json, else from tokenizer.json's model.vocab."""
-    vocab_json, tok_json = folder / "vocab.json", folder / "tokenizer.json"
+    vocab_json, tok_json = folder / HF_VOCAB, folder / HF_TOKENIZER
     if vocab_json.is_file():
         return read_json_object(vocab_json, "a JSON object mapping token -> id"), vocab_json
     if tok_json.is_file():
@@ -230,7 +170,7 @@ def _read_vocab(folder: Path) -> tuple[dict, Path]:
         if not isinstance(vocab, dict):
             raise DataError(f"{tok_json}: model.vocab is not a mapping token -> id")
         return vocab, tok_json
-    raise DataError(f"{folder}: no vocab.json or tokenizer.json (needed to find the number tokens)")
+    raise DataError(f"{folder}: no {HF_VOCAB} or {HF_TOKENIZER} (needed to find the number tokens)")
 
 
 def load_hf_folder(folder, n_numbers: int) -> tuple[np.ndarray, dict]:
@@ -254,7 +194,7 @@ def load_hf_folder(folder, n_numbers: int) -> tuple[np.ndarray, dict]:
             raise DataError(f"{vocab_file}: token {str(i)!r} has an invalid id {tid!r}")
         ids.append(tid)
     file, key = _find_embedding(folder)
-    wte = read_safetensors_tensor(file, key)
+    wte = read_tensor(file, key, error=DataError)
     if wte.ndim != 2:
         raise DataError(f"{file} [{key}]: expected a 2-D (vocab, width) matrix, got shape {wte.shape}")
     too_big = [t for t in ids if t >= wte.shape[0]]
@@ -269,24 +209,31 @@ def load_hf_folder(folder, n_numbers: int) -> tuple[np.ndarray, dict]:
     return rows, info
 
 
-def load_run(run_dir, n_numbers: int) -> tuple[np.ndarray, dict]:
+# ---- run directory ------------------------------------------------------------------------------
+
+@contextmanager
+def _as_data_error():
+    """A run given as a transplant source is input data, like the other sources: its reader's
+    CheckpointError becomes a DataError with the same message."""
+    try:
+        yield
+    except CheckpointError as err:
+        raise DataError(str(err)) from None
+
+
+def load_run_rows(run_dir, n_numbers: int) -> tuple[np.ndarray, dict]:
     """A fourier_toy run directory -> (rows (n_numbers, d_model) float64, info).
 
-    The run's numbers are 0..p-1 with p = 2 * task.max_operand + 1 (config.json); they are
-    wte.weight's rows 0..p-1 in model.safetensors.
+    The run's numbers are 0..p-1 with p = 2 * task.max_operand + 1 (its config.json); they are
+    wte.weight's rows 0..p-1 in its model.safetensors, the only tensor read.
     """
     n_numbers = _check_n_numbers(n_numbers)
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DataError(f"{run_dir}: no such run directory")
-    cfg_path, weights = run_dir / "config.json", run_dir / "model.safetensors"
-    if not cfg_path.is_file():
-        raise DataError(f"{run_dir}: no config.json (not a fourier_toy run directory)")
+    cfg_path, weights = run_dir / CONFIG, run_dir / MODEL
+    with _as_data_error():
+        cfg = read_config(run_dir)
     try:
-        cfg = json.loads(cfg_path.read_text())
         max_operand = cfg["task"]["max_operand"]
-    except (OSError, ValueError) as e:
-        raise DataError(f"{cfg_path}: not valid JSON ({_one_line(e)})") from None
     except (KeyError, TypeError):
         raise DataError(f"{cfg_path}: has no task.max_operand") from None
     if isinstance(max_operand, bool) or not isinstance(max_operand, int) or max_operand < 0:
@@ -295,7 +242,8 @@ def load_run(run_dir, n_numbers: int) -> tuple[np.ndarray, dict]:
     if p < n_numbers:
         raise DataError(f"{run_dir}: the run has {p} numbers (0..{p - 1}, task.max_operand = {max_operand}), "
                         f"the task needs {n_numbers} (numbers 0..{n_numbers - 1})")
-    wte = read_safetensors_tensor(weights, "wte.weight")
+    with _as_data_error():
+        wte = read_weight(run_dir, "wte.weight")
     if wte.ndim != 2 or wte.shape[0] < p:
         raise DataError(f"{weights} [wte.weight]: shape {wte.shape} does not hold the run's {p} number rows")
     rows = _check_rows(wte, n_numbers, f"{weights} [wte.weight]")

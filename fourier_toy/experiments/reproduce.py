@@ -15,7 +15,7 @@ from fourier_toy.experiments import report
 from fourier_toy.experiments import sweep
 
 
-def reproduce(preset: str = "quick", seeds: int = 3, out=None, source: str = "toy", workers: int | None = None,
+def reproduce(preset: str = "quick", seeds: int = experiments.DEFAULT_SEEDS, out=None, source: str = "toy", workers: int | None = None,
               overrides=(), progress: bool | None = None) -> dict:
     grid = experiments.grid(preset, seeds, source, overrides)
     out = Path(out) if out else Path(f"reproduce-{preset}")

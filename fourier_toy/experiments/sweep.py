@@ -53,7 +53,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +62,10 @@ from fourier_toy import config as config_mod
 from fourier_toy.config import Config
 from fourier_toy.errors import CheckpointError, ConfigError
 
-# numpy (through runs/train) is imported lazily: a spawned worker must set its thread limits first.
+# numpy and numba (through fast, runs, training) are imported lazily, where a function needs them: a
+# spawned worker loads them as it sets its thread limits (_limit_threads).
 
-SWEEP, RESULTS, RUNS = "sweep.json", "results.jsonl", "runs"
+SWEEP, RESULTS, RUNS, FIGURES = "sweep.json", "results.jsonl", "runs", "figures"
 # BLAS runs single-threaded in every run, whatever the number of workers. A multi-threaded BLAS may
 # split a matrix product's reductions differently by thread count: with the numpy backend at the
 # quick preset's sizes, 1 and 2 OpenBLAS threads give weights that differ after 10 steps, so a run
@@ -73,8 +73,6 @@ SWEEP, RESULTS, RUNS = "sweep.json", "results.jsonl", "runs"
 # a busy 2-core machine.) The thread budget max(1, cores // workers) goes to numba and OpenMP: the
 # numba backend splits work by batch size only, so its results do not depend on its thread count.
 BLAS_THREADS = 1
-BLAS_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
-BUDGET_ENV = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")
 ID_LEN = 12
 
 
@@ -201,8 +199,8 @@ def finished_summary(run_dir: Path, cfg: Config | None = None) -> dict | None:
     Raises CheckpointError when a finished run holds a different config than `cfg`: that directory
     was not written by this sweep and is not deleted.
     """
-    from fourier_toy.runs.files import load_tensors
-    from fourier_toy.training.loop import CONFIG, MODEL, SUMMARY
+    from fourier_toy.runs.layout import CONFIG, MODEL, SUMMARY
+    from fourier_toy.runs.tensors import load_tensors
 
     try:
         summary = json.loads((run_dir / SUMMARY).read_text())
@@ -294,35 +292,24 @@ def _threads_here(threads: int | dict | None) -> int | None:
 
 
 def _limit_threads(n: int | None) -> None:
-    """Give this process `n` numba/OpenMP threads and single-threaded BLAS. The environment
-    variables count for libraries not loaded yet (a fresh worker), threadpoolctl and
-    numba.set_num_threads (per calling thread) for those already running (a Dask worker)."""
+    """Give this process `n` numba/OpenMP threads and single-threaded BLAS (fast.limit_threads):
+    the environment variables for libraries not loaded yet, threadpoolctl and numba.set_num_threads
+    (per calling thread) for those already running (numpy's BLAS and numba, which the import of
+    fourier_toy.fast loads, and a Dask worker's)."""
     if not n:
         return
-    os.environ.update({**{v: str(BLAS_THREADS) for v in BLAS_ENV}, **{v: str(n) for v in BUDGET_ENV}})
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # the environment variables above still reach libraries loaded later
-        pass
-    else:
-        threadpool_limits(limits=BLAS_THREADS, user_api="blas")
-        threadpool_limits(limits=n, user_api="openmp")
-    if "numba" in sys.modules:
-        import numba
+    from fourier_toy.fast import limit_threads
 
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    limit_threads(n, blas=BLAS_THREADS, environ=True)
 
 
 @contextlib.contextmanager
 def _single_threaded_blas():
     """BLAS at BLAS_THREADS for the duration (restored after): runs trained in this process give
     the same weights as runs trained in worker processes."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+    from fourier_toy.fast import limit_threads
+
+    with limit_threads(blas=BLAS_THREADS):
         yield
 
 
@@ -353,7 +340,8 @@ def _pool(n: int, threads: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # spawn: a fresh interpreter, so the thread limits land before numpy and numba start.
+    # spawn: a fresh interpreter; a forked child would start with this process's thread limits and
+    # with thread pools (numba's, OpenMP's) that do not survive a fork.
     return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(threads,))
 

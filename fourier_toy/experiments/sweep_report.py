@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fourier_toy.errors import CheckpointError
-from fourier_toy.experiments.sweep import (RESULTS, RUNS, SWEEP, canonical_json, describe_values, finished_summary, run_record, show_value)
+from fourier_toy.experiments.sweep import (FIGURES, RESULTS, RUNS, SWEEP, canonical_json, describe_values, finished_summary, run_record, show_value)
 
 REPORT_JSON, REPORT_TXT, CURVES = "report.json", "report.txt", "sweep_curves.png"
 
@@ -154,5 +154,5 @@ def write_report(out) -> dict:
     rep = report(out)
     atomic_write_json(out / REPORT_JSON, rep)
     atomic_write_text(out / REPORT_TXT, format_report(rep) + "\n")
-    plot_curves(rep, out / "figures" / CURVES)
+    plot_curves(rep, out / FIGURES / CURVES)
     return rep

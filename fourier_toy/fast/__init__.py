@@ -3,6 +3,7 @@
 Exports `ENGINE` (fast/engine.py's Engine): attach it to a model as `GPT(cfg, p, engine=ENGINE)`
 (training.make_gpt does so for `model.backend = "numba"`) and give AdamW its update rule as
 `AdamW(..., update=ENGINE.adamw)`. `ENGINE.warmup()` compiles every kernel ahead of time.
+`limit_threads(n, blas=...)` (threads.py) sets this process's BLAS, OpenMP and numba thread counts.
 The rest of this package is private to it:
   jit.py          the compile policy, the float32 exp/tanh, the cache stamp over the whole package
   inputs.py       the checks every public kernel entry makes of its arrays
@@ -12,11 +13,12 @@ The rest of this package is private to it:
   blas.py         single-threaded BLAS matmuls callable from numba
   piece.py        one piece of a batch: forward and backward in one GIL-free call
   step.py         a thread's share of a training step: pieces, barrier, gradient sum, AdamW
-  threads.py      the thread pool and its barrier
+  threads.py      the thread pool, its barrier, and the thread limits (limit_threads)
   adamw.py        AdamW's update kernel, sliced over the threads
   engine.py       the fused path of a model, and the Engine
 """
 
 from fourier_toy.fast.engine import ENGINE, Engine
+from fourier_toy.fast.threads import limit_threads
 
-__all__ = ["ENGINE", "Engine"]
+__all__ = ["ENGINE", "Engine", "limit_threads"]

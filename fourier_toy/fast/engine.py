@@ -25,6 +25,7 @@ from fourier_toy.fast import step as step_share
 from fourier_toy.fast.adamw import RULE as ADAMW_RULE, adamw_update
 from fourier_toy.fast.inputs import indices
 from fourier_toy.fast.jit import FLOATS
+from fourier_toy.fast.step import Barrier, Batch, Buffers, Gradients, Model, Update
 from fourier_toy.nn import ops
 from fourier_toy.nn.model import GPT
 
@@ -80,7 +81,7 @@ class FusedPath:
         self.fused_step = step_share
         self.extra = np.zeros((0, model.grads.size), dtype=self.dtype)
         empty, no_mask = np.zeros(0, dtype=self.dtype), np.zeros(0, dtype=bool)
-        self._no_step = (empty, empty, empty, no_mask, no_mask)  # opt, m, v, decay, trainable
+        self._no_step = Update(empty, empty, empty, no_mask, no_mask)
         self.plans: dict[tuple, tuple] = {}
         self.sync = np.zeros(0, dtype=np.int64)  # the barrier count each thread has reached
         self.barriers = 0
@@ -146,25 +147,21 @@ class FusedPath:
         B, T = tok.shape
         bounds, n, cuts, biggest = self._plan(B)
         P = len(bounds) - 1
-        grads, extra, losses = self.model.grads, self._extra(P), np.zeros(P)
-        if step is None:
-            opt, m, v, decay, trainable = self._no_step
-        else:
-            opt, m, v, decay, trainable = step.scalars, step.m, step.v, step.decay, step.trainable
+        grads = Gradients(self.model.grads, self._extra(P), np.zeros(P), cuts)
+        update = self._no_step if step is None else self._update(step)
         if len(self.sync) < n:
             self.sync = np.zeros(n, dtype=np.int64)
         self.barriers += 1  # counts only grow, so a stale entry never passes the next barrier
         # Everything a thread needs is ready before the hand-off: the caller then lets go of the
         # GIL as soon as it has posted the work, and each task is a single numba call.
-        w, scale, after = self.model.params, self.dtype.type(1.0 / max(B, 1)), (cuts, opt, m, v, decay, trainable)
-        shares = [((j, n, bounds, tok, tg, scale, w, self.table, self.D, self.H, self.eps,
-                    *(a.reshape(-1) for a in self._ws(j, biggest[j], T)), self.model.n_numbers, grads, extra, losses, self.sync,
-                    self.barriers), after) for j in range(n)]
+        batch, model = Batch(bounds, tok, tg, self.dtype.type(1.0 / max(B, 1))), self._model()
+        shares = [(j, n, batch, model, self._buffers(j, biggest[j], T), grads, self.sync, self.barriers, update)
+                  for j in range(n)]
         done = self.threads.run_tasks([partial(self._share, *share) for share in shares], n, first_posts=True)
         for j, finished in enumerate(done):
             if not finished:
-                self.fused_step.finish_slice(j, cuts, losses, grads, extra, opt, w, m, v, decay, trainable)
-        loss = math.fsum(losses) / max(B, 1)
+                self.fused_step.finish_slice(j, model.weights, grads, update)
+        loss = math.fsum(grads.losses) / max(B, 1)
         if step is not None and math.isfinite(loss):
             step.commit()
         return float(loss)
@@ -183,25 +180,23 @@ class FusedPath:
             raise ValueError(f"update: expected the scalars of {K} steps, got {update.scalars.shape[0]}")
         bounds, n, cuts, biggest = self._plan(B)
         P = len(bounds) - 1
-        grads, extra, losses = self.model.grads, self._extra(P), np.zeros((K, P))
+        grads = Gradients(self.model.grads, self._extra(P), np.zeros((K, P)), cuts)
         if len(self.sync) < n:
             self.sync = np.zeros(n, dtype=np.int64)
-        w, scale = self.model.params, self.dtype.type(1.0 / max(B, 1))
-        common = (bounds, tok, tg, scale, w, self.table, self.D, self.H, self.eps)
-        after = (grads, extra, losses, self.sync, self.barriers, self.spin, cuts, update.scalars, update.m, update.v,
-                 update.decay, update.trainable)
+        batch, model = Batch(bounds, tok, tg, self.dtype.type(1.0 / max(B, 1))), self._model()
+        sync, steps = Barrier(self.sync, self.barriers, self.spin), self._update(update)
         # Thread 0 runs every piece when the tasks run inline. Every buffer is made here: a task that
         # raised before its numba call would leave the others waiting at the first barrier for good.
         largest = max(bounds[k + 1] - bounds[k] for k in range(P))
-        ws = [[a.reshape(-1) for a in self._ws(j, largest if j == 0 else biggest[j], T)] for j in range(n)]
+        ws = [self._buffers(j, largest if j == 0 else biggest[j], T) for j in range(n)]
 
         def share(j):
-            return self.fused_step.train_steps_share(self.threads.post_handle(), j, n, self.threads.inline(), *common,
-                                                     *ws[j], self.model.n_numbers, *after)
+            return self.fused_step.train_steps_share(self.threads.post_handle(), j, n, self.threads.inline(), batch,
+                                                     model, ws[j], grads, sync, steps)
 
         counts = self.threads.run_tasks([partial(share, j) for j in range(n)], n, first_posts=True)
         self.barriers = max(counts)
-        out = np.array([math.fsum(row) / max(B, 1) for row in losses])  # as loss_and_grad's
+        out = np.array([math.fsum(row) / max(B, 1) for row in grads.losses])  # as loss_and_grad's
         bad = np.flatnonzero(~np.isfinite(out))
         if bad.size:
             update.commit(int(bad[0]))
@@ -209,10 +204,23 @@ class FusedPath:
         update.commit(K)
         return out
 
-    def _share(self, before, after) -> bool:
+    def _share(self, j, n, batch, model, buffers, grads, reached, count, update) -> bool:
         # Run inline, the other shares come after this one: no waiting at the barrier.
         iters = 0 if self.threads.inline() else self.spin
-        return self.fused_step.train_share(self.threads.post_handle(), *before, iters, *after)
+        return self.fused_step.train_share(self.threads.post_handle(), j, n, batch, model, buffers, grads,
+                                           Barrier(reached, count, iters), update)
+
+    def _model(self) -> Model:
+        return Model(self.model.params, self.table, self.D, self.H, self.eps, self.model.n_numbers)
+
+    def _buffers(self, j: int, B: int, T: int) -> Buffers:
+        """Thread j's scratch for pieces of up to B examples of T tokens, flat, as step.py takes it."""
+        return Buffers(*(a.reshape(-1) for a in self._ws(j, B, T)))
+
+    @staticmethod
+    def _update(step) -> Update:
+        """An adamw.Step (one row of scalars, or one per step) as step.py takes it."""
+        return Update(step.scalars, step.m, step.v, step.decay, step.trainable)
 
     def _plan(self, B: int) -> tuple:
         """For a training batch of B examples: the pieces' bounds (int64), the number of threads,

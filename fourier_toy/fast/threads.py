@@ -10,6 +10,9 @@ slow a step down by 10-40x, and even on an idle one they pay a wake-up per matmu
 spins for at most SPIN_SECONDS per wait (see _SpinPool), then sleeps. The number of
 pieces depends only on the batch size, never on the thread count, so results are bit-identical
 for any number of threads. numba's own parallel layer (prange) is not used (see jit.py).
+
+`limit_threads` is the one place where thread counts are set: BLAS's, OpenMP's and numba's (the
+hot path's budget), for the hot path's single-threaded BLAS, the sweep's workers and the benchmark.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from numba.extending import intrinsic
 
 from fourier_toy.fast.jit import jit
 
-__all__ = ["MIN_SLICE", "SPIN_SECONDS", "barrier", "barrier_iterations", "inline", "post", "post_handle", "run_sliced",
-           "run_tasks", "slice_bounds", "single_threaded_blas", "threads", "wait"]
+__all__ = ["BLAS_ENV", "MIN_SLICE", "OPENMP_ENV", "SPIN_SECONDS", "ThreadLimits", "barrier", "barrier_iterations",
+           "inline", "limit_threads", "post", "post_handle", "run_sliced", "run_tasks", "slice_bounds",
+           "single_threaded_blas", "threads", "wait"]
 
 _pool = None
 _pool_lock = threading.Lock()
@@ -34,7 +38,7 @@ _inline = threading.local()
 _calls = threading.local()  # .handle: the post a caller's first task makes (run_tasks' first_posts)
 _NO_POST = (np.zeros(0, dtype=np.int64), 0, 0)
 _blas = None
-_blas_saved: list = []
+_blas_limits = None
 _blas_depth = 0
 _blas_lock = threading.Lock()
 SPIN_SECONDS = 1e-3  # how long a waiting thread spins before it sleeps
@@ -374,20 +378,13 @@ class single_threaded_blas:
     on a busy machine)."""
 
     def __enter__(self):
-        global _blas, _blas_saved, _blas_depth
+        global _blas, _blas_limits, _blas_depth
         with _blas_lock:
             if _blas is None:
-                try:
-                    from threadpoolctl import ThreadpoolController
-
-                    _blas = ThreadpoolController().select(user_api="blas").lib_controllers
-                except Exception:  # threadpoolctl absent or unusable
-                    _blas = []
+                # Looked up once: a lookup costs about 0.2 ms, and this runs at every hand-off.
+                _blas = _thread_pools("blas")
             if _blas_depth == 0:
-                _blas_saved = [(lib, lib.num_threads) for lib in _blas]
-                for lib, n in _blas_saved:
-                    if n != 1:
-                        lib.set_num_threads(1)
+                _blas_limits = limit_threads(blas=1, pools=_blas)
             _blas_depth += 1
         return self
 
@@ -396,8 +393,84 @@ class single_threaded_blas:
         with _blas_lock:
             _blas_depth -= 1
             if _blas_depth == 0:
-                for lib, n in _blas_saved:
-                    if n != 1:
-                        lib.set_num_threads(n)
+                _blas_limits.restore()
         return False
+
+
+# ---- thread limits ------------------------------------------------------------------------------
+# Read by each library when it loads, so they reach the libraries not loaded yet: the BLAS
+# libraries (OpenBLAS, MKL, BLIS, Accelerate), then the OpenMP runtimes. NUMBA_NUM_THREADS is not
+# among them: numba, which this module imports, has read it already, and once its threads have
+# started it fails its next compilation if the variable has changed. numba.set_num_threads sets its
+# count instead.
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+OPENMP_ENV = ("OMP_NUM_THREADS",)
+
+
+def limit_threads(n: int | None = None, blas: int | None = None, environ: bool = False,
+                  pools: list | None = None) -> ThreadLimits:
+    """Limit this process's threads: `n` for numba, whose count on the calling thread is the hot
+    path's budget (threads()), and for the OpenMP runtimes; `blas` for the BLAS libraries. None
+    leaves that part as it is. Returns the counts it changed, as a ThreadLimits that restores them.
+
+    Loaded libraries are limited through threadpoolctl (without it, only the environment acts):
+    those of `pools` (threadpoolctl's library controllers, as _thread_pools gives them), by default
+    every one loaded now. environ: also set the environment variables that libraries read when
+    they load (BLAS_ENV, OPENMP_ENV), for those not loaded yet, in this process and the ones it
+    starts; they are not restored.
+    """
+    if environ:
+        os.environ.update({**{v: str(blas) for v in BLAS_ENV if blas is not None},
+                           **{v: str(n) for v in OPENMP_ENV if n is not None}})
+    changed = []
+    for lib in _thread_pools() if pools is None else pools:
+        limit = {"blas": blas, "openmp": n}.get(lib.user_api)
+        if limit is not None:
+            before = lib.num_threads
+            if before != limit:
+                lib.set_num_threads(limit)
+                changed.append((lib, before))
+    numba_before = None
+    if n is not None:
+        import numba
+
+        numba_before = numba.get_num_threads()
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    return ThreadLimits(changed, numba_before)
+
+
+class ThreadLimits:
+    """What limit_threads changed, as it was: restore() sets it back, as does the end of a `with`
+    block. pools: (threadpoolctl library controller, its thread count before); numba_threads:
+    numba's count on the calling thread before, or None."""
+
+    def __init__(self, pools: list, numba_threads: int | None):
+        self.pools, self.numba_threads = pools, numba_threads
+
+    def restore(self) -> None:
+        for lib, n in self.pools:
+            lib.set_num_threads(n)
+        if self.numba_threads is not None:
+            import numba
+
+            numba.set_num_threads(self.numba_threads)
+
+    def __enter__(self) -> ThreadLimits:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.restore()
+        return False
+
+
+def _thread_pools(user_api: str | None = None) -> list:
+    """threadpoolctl's controllers of the thread-pool libraries loaded now, those of one user_api
+    ("blas", "openmp") if given; none when threadpoolctl is absent or unusable."""
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        found = ThreadpoolController()
+        return (found.select(user_api=user_api) if user_api else found).lib_controllers
+    except Exception:  # threadpoolctl absent or unusable
+        return []
 

@@ -1,4 +1,4 @@
-"""Low-level run-directory I/O: atomic writes, safetensors, metrics JSONL, RNG state.
+"""Low-level run-directory I/O: atomic writes, metrics JSONL, RNG state (safetensors: runs/tensors.py).
 
 Every file in a run directory is written atomically: the bytes go to a temporary file in the same
 directory, which is flushed, fsynced and then renamed over the target, so a crash leaves either the
@@ -6,29 +6,25 @@ old file or the new one, never a mix. ``metrics.jsonl`` is the exception that is
 reader tolerates the one thing an interrupted append can leave behind, a partial last line.
 
 No pickle: tensors go through safetensors, the RNG state through JSON text stored as uint8 bytes.
+(The file names of a run directory are in runs/layout.py.)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import safetensors
-import safetensors.numpy
 
-from fourier_toy.errors import CheckpointError, DataError
+from fourier_toy.errors import CheckpointError, DataError, FourierToyError
 
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
-    "save_tensors",
-    "load_tensors",
     "append_jsonl",
     "read_jsonl",
     "truncate_jsonl",
@@ -136,81 +132,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, _dumps(obj, str(path), indent=2) + "\n")
 
 
-# --------------------------------------------------------------------------- safetensors
-
-def save_tensors(
-    path: str | os.PathLike,
-    tensors: Mapping[str, np.ndarray],
-    metadata: Mapping[str, str] | None = None,
-) -> None:
-    """Save named arrays (any shapes; safetensors dtypes) and string metadata to ``path`` atomically."""
-    arrays = {}
-    for name, value in tensors.items():
-        if not isinstance(name, str):
-            raise DataError(f"{path}: tensor names must be strings, got {name!r}")
-        if not isinstance(value, np.ndarray):
-            raise DataError(f"{path}: tensor '{name}' must be a numpy array, got {type(value).__name__}")
-        # safetensors reads raw memory from the data pointer, so views (transposes, strided
-        # slices of the parameter buffer) must be made C-contiguous first.
-        # (np.ascontiguousarray would also turn 0-d arrays into 1-d ones.)
-        arrays[name] = value if value.flags.c_contiguous else value.copy(order="C")
-    meta = None
-    if metadata is not None:
-        meta = {}
-        for key, value in metadata.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise DataError(f"{path}: metadata keys and values must be strings, got {key!r}: {value!r}")
-            meta[key] = value
-    try:
-        data = safetensors.numpy.save(arrays, metadata=meta)
-    except (safetensors.SafetensorError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: cannot serialize tensors ({exc})") from None
-    atomic_write_bytes(path, _sorted_metadata(data))
-
-
-def _sorted_metadata(data: bytes) -> bytes:
-    """The same safetensors bytes with the ``__metadata__`` keys in sorted order.
-
-    safetensors writes metadata in hash-map order, which changes from call to call, so the same
-    tensors and metadata would give files with different bytes (and sha256). Sorting keeps the
-    header's length, so the tensor offsets stay valid.
-    """
-    (header_len,) = struct.unpack("<Q", data[:8])
-    raw = data[8:8 + header_len]
-    header = json.loads(raw.decode("utf-8"))
-    if "__metadata__" not in header:
-        return data
-    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    if len(text) > header_len:  # not expected: the same keys and values, reordered
-        return data
-    return data[:8] + text + b" " * (header_len - len(text)) + data[8 + header_len:]
-
-
-def _read_metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` dict of an already validated safetensors byte string."""
-    (header_len,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + header_len].decode("utf-8"))
-    return dict(header.get("__metadata__") or {})
-
-
-def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Load ``(tensors, metadata)`` from a safetensors file; arrays are writable copies.
-
-    A missing, unreadable, truncated or corrupt file raises CheckpointError with the path and reason.
-    """
-    path = Path(path)
-    data = _read_bytes(path)
-    try:
-        loaded = safetensors.numpy.load(data)
-        metadata = _read_metadata(data)
-    except (safetensors.SafetensorError, KeyError, ValueError, TypeError, struct.error) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise CheckpointError(f"{path}: not a valid safetensors file ({reason})") from None
-    tensors = {name: np.array(arr, copy=True) for name, arr in loaded.items()}
-    return tensors, metadata
-
-
 # --------------------------------------------------------------------------- JSON lines
 
 def _parse_line(raw: bytes) -> dict | None:
@@ -266,15 +187,17 @@ def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
         raise CheckpointError(f"{path}: cannot append ({exc.strerror or exc})") from None
 
 
-def read_json_object(path: str | os.PathLike, what: str = "a JSON object") -> dict:
-    """A file holding one JSON object (a vocab.json, say); DataError in one line naming the file
-    when it cannot be read, does not parse or holds something else (`what` says what was expected)."""
+def read_json_object(path: str | os.PathLike, what: str = "a JSON object",
+                     error: type[FourierToyError] = DataError) -> dict:
+    """A file holding one JSON object (a vocab.json, a run's config.json); `error` in one line naming
+    the file when it cannot be read, does not parse or holds something else (`what` says what was
+    expected)."""
     try:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not valid JSON ({' '.join(str(e).split())})") from None
+        raise error(f"{path}: not valid JSON ({' '.join(str(e).split())})") from None
     if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected {what}")
+        raise error(f"{path}: expected {what}")
     return obj
 
 

@@ -24,8 +24,16 @@ import numpy as np
 
 from fourier_toy.config import LN_EPS
 from fourier_toy.errors import CheckpointError, ConfigError, DataError
-from fourier_toy.embeddings.pretrained import read_safetensors
 from fourier_toy.runs.files import fsync_dir
+from fourier_toy.runs.tensors import load_tensors
+
+# The files of a Hugging Face GPT-2 folder. Two names coincide with a run directory's
+# (runs/layout.py), but the contents differ: a GPT2Config here, a fourier_toy config there.
+HF_CONFIG = "config.json"
+HF_WEIGHTS = "model.safetensors"
+HF_WEIGHTS_INDEX = "model.safetensors.index.json"  # sharded weights: {"weight_map": {tensor: file}}
+HF_VOCAB = "vocab.json"  # token -> id
+HF_TOKENIZER = "tokenizer.json"  # its "model" -> "vocab" is token -> id too
 
 PREFIX = "transformer."
 LM_HEAD = "lm_head.weight"
@@ -251,12 +259,12 @@ def write_hf_folder(out_dir, tensors: dict, hf_cfg: dict, force: bool = False) -
     trash = None
     try:
         tmp.mkdir()
-        save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, str(tmp / "model.safetensors"),
+        save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, str(tmp / HF_WEIGHTS),
                   metadata={"format": "pt"})  # transformers refuses safetensors without it
-        with open(tmp / "config.json", "w") as f:
+        with open(tmp / HF_CONFIG, "w") as f:
             json.dump(hf_cfg, f, indent=2, sort_keys=True)
             f.write("\n")
-        for name in ("model.safetensors", "config.json"):
+        for name in (HF_WEIGHTS, HF_CONFIG):
             with open(tmp / name, "rb+") as f:
                 os.fsync(f.fileno())
         fsync_dir(tmp)
@@ -287,7 +295,7 @@ def read_hf_folder(folder) -> tuple[dict, dict]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder (expected config.json + model.safetensors)")
-    cfg_path, weights = folder / "config.json", folder / "model.safetensors"
+    cfg_path, weights = folder / HF_CONFIG, folder / HF_WEIGHTS
     for p in (cfg_path, weights):
         if not p.is_file():
             raise DataError(f"{folder}: {p.name} is missing")
@@ -296,7 +304,7 @@ def read_hf_folder(folder) -> tuple[dict, dict]:
     except (OSError, ValueError) as e:
         raise DataError(f"{cfg_path}: not valid JSON ({' '.join(str(e).split())})") from None
     n_vocab, n_ctx, d, n_layers, _, tied = _config_sizes(cfg, str(cfg_path))
-    sd = read_safetensors(weights)
+    sd, _ = load_tensors(weights, error=DataError)
     tensors, _ = from_hf_state_dict(sd, tied, str(weights))
     found = infer_n_layers(tensors, str(weights))
     if found != n_layers:

@@ -1,8 +1,9 @@
 """A model from a config: GPT-2 init on the configured backend, then the selected number embedding,
 and its trainable mask.
 
-Randomness comes from generators derived from the config's seed, one per purpose, so the weights
-do not depend on the order in which things are drawn.
+Randomness comes from generators derived from the config's seed, one per purpose (the sub-streams
+RNG_INIT and RNG_EMBED of config.py), so the weights do not depend on the order in which things are
+drawn.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ import numpy as np
 
 from fourier_toy.embeddings import fourier_rows as embeddings
 from fourier_toy.embeddings import pretrained
-from fourier_toy.config import Config
+from fourier_toy.config import RNG_EMBED, RNG_INIT, Config
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.nn.model import GPT
+from fourier_toy.runs.layout import is_run_dir
 from fourier_toy.training.backends import make_gpt
-
-# Sub-streams of the seed (numpy SeedSequence entropy [seed, purpose]).
-RNG_INIT, RNG_EMBED = 1, 2
 
 
 def number_rows(cfg: Config) -> tuple[np.ndarray | None, dict]:
@@ -50,8 +49,8 @@ def load_source(source: str, n_numbers: int) -> tuple[np.ndarray, dict]:
     path = Path(source).expanduser()
     try:
         if path.is_dir():
-            if (path / "config.json").is_file() and (path / "metrics.jsonl").exists():
-                return pretrained.load_run(path, n_numbers)
+            if is_run_dir(path):
+                return pretrained.load_run_rows(path, n_numbers)
             return pretrained.load_hf_folder(path, n_numbers)
         if path.suffix in (".npy", ".npz") or path.exists():
             return pretrained.load_matrix(path, n_numbers)

@@ -28,14 +28,13 @@ import numpy as np
 
 from fourier_toy.config import ModelConfig
 from fourier_toy.errors import CheckpointError, ConfigError, DataError
-from fourier_toy.runs.hf import hf_config, read_hf_folder, write_hf_folder
+from fourier_toy.runs.hf import HF_CONFIG, HF_VOCAB, HF_WEIGHTS, hf_config, read_hf_folder, write_hf_folder
 from fourier_toy.training.open_run import load_run
 from fourier_toy.nn.model import GPT
 from fourier_toy.training.backends import make_gpt
 from fourier_toy.nn.params import Layout, pack
 from fourier_toy.runs.files import atomic_write_json, read_json_object
 
-VOCAB_FILE = "vocab.json"
 META_KEY = "fourier_toy"
 
 
@@ -61,7 +60,7 @@ def export_run(run_dir, out_dir, force: bool = False) -> Path:
                         "run": str(Path(run_dir).resolve()), "step": run.step,
                         "embedding": run.derived.get("embedding", {}).get("kind")}
     out = write_hf_folder(out_dir, tensors, hf_cfg, force=force)
-    atomic_write_json(out / VOCAB_FILE, task_vocab(p))
+    atomic_write_json(out / HF_VOCAB, task_vocab(p))
     return out
 
 
@@ -72,10 +71,10 @@ def _check_layout(folder: Path, cfg: dict, n_numbers: int) -> str:
     if meta is not None:
         if not isinstance(meta, dict) or meta.get("n_numbers") != n_numbers:
             got = meta.get("n_numbers") if isinstance(meta, dict) else meta
-            raise DataError(f"{folder / 'config.json'}: {META_KEY}.n_numbers is {got!r}, but vocab_size "
+            raise DataError(f"{folder / HF_CONFIG}: {META_KEY}.n_numbers is {got!r}, but vocab_size "
                             f"{n_numbers + 2} means {n_numbers} numbers")
-        how = "config.json"
-    vocab_path = folder / VOCAB_FILE
+        how = HF_CONFIG
+    vocab_path = folder / HF_VOCAB
     if vocab_path.is_file():
         vocab = read_json_object(vocab_path, "a JSON object mapping token -> id")
         for token, want in task_vocab(n_numbers).items():
@@ -83,7 +82,7 @@ def _check_layout(folder: Path, cfg: dict, n_numbers: int) -> str:
                 raise DataError(f"{vocab_path}: token {token!r} has id {vocab.get(token)!r}, expected {want} "
                                 f"(import needs the numbers 0..{n_numbers - 1} at ids 0..{n_numbers - 1}, "
                                 f"then '+' and '=')")
-        how = VOCAB_FILE
+        how = HF_VOCAB
     return how
 
 
@@ -100,7 +99,7 @@ def import_hf(folder, backend: str = "numpy") -> tuple[GPT, dict]:
     tensors, cfg = read_hf_folder(folder)
     n_numbers = int(cfg["vocab_size"]) - 2
     if n_numbers < 1:
-        raise DataError(f"{folder / 'config.json'}: vocab_size {cfg['vocab_size']} leaves no number tokens "
+        raise DataError(f"{folder / HF_CONFIG}: vocab_size {cfg['vocab_size']} leaves no number tokens "
                         f"(our layout is numbers, '+', '=')")
     layout_check = _check_layout(folder, cfg, n_numbers)
     mcfg = ModelConfig(d_model=int(cfg["n_embd"]), n_layers=int(cfg["n_layer"]), n_heads=int(cfg["n_head"]),
@@ -110,11 +109,11 @@ def import_hf(folder, backend: str = "numpy") -> tuple[GPT, dict]:
     try:
         params = pack(layout, tensors)
     except CheckpointError as e:
-        raise DataError(f"{folder / 'model.safetensors'}: {e}") from None
+        raise DataError(f"{folder / HF_WEIGHTS}: {e}") from None
     if not np.isfinite(params).all():
-        raise DataError(f"{folder / 'model.safetensors'}: holds NaN or inf weights")
+        raise DataError(f"{folder / HF_WEIGHTS}: holds NaN or inf weights")
     model = make_gpt(mcfg, n_numbers, params=params)
-    sha = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    sha = hashlib.sha256((folder / HF_WEIGHTS).read_bytes()).hexdigest()
     info = {"path": str(folder.resolve()), "sha256": sha, "n_numbers": n_numbers,
             "model": {"d_model": mcfg.d_model, "n_layers": mcfg.n_layers, "n_heads": mcfg.n_heads,
                       "n_ctx": mcfg.n_ctx, "tied": mcfg.tied, "backend": backend},

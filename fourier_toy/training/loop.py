@@ -1,17 +1,8 @@
-"""The training loop and its run directory.
-
-Run directory (DESIGN.md convention 9), every file written atomically:
-
-    config.json        the resolved config, plus "derived" facts (vocabulary, embedding provenance)
-    metrics.jsonl      one line per evaluation
-    model.safetensors  the weights, in GPT-2 names (metadata: step)
-    state.safetensors  AdamW moments and step count, training position, elapsed time
-    summary.json       the final evaluation (written when the run ends)
-    figures/           plots, when asked for
+"""The training loop and its run directory (DESIGN.md convention 9; the files: runs/layout.py).
 
 Batches: epoch e visits the training split in the order of a permutation drawn from a generator
-seeded with (seed, e), so the training position (step) is the whole data-order state and a resumed
-run continues bit-identically.
+seeded with [seed, RNG_EPOCH, e] (training/batches.py), so the training position (step) is the
+whole data-order state and a resumed run continues bit-identically.
 """
 
 from __future__ import annotations
@@ -28,26 +19,24 @@ import numpy as np
 from fourier_toy import config as config_mod
 from fourier_toy.training.backends import update_rule
 from fourier_toy.training.build import build_model, trainable_mask
-from fourier_toy.config import Config
+from fourier_toy.config import RNG_EPOCH, Config
 from fourier_toy.errors import CheckpointError, ConfigError
+from fourier_toy.training.batches import EpochBatches
 from fourier_toy.training.evaluate import evaluate
 from fourier_toy.nn.optim import AdamW, LRSchedule
 from fourier_toy.nn.params import decay_mask
-from fourier_toy.runs.files import append_jsonl, atomic_write_json, load_tensors, read_jsonl, save_tensors, truncate_jsonl
+from fourier_toy.runs.files import append_jsonl, atomic_write_json, read_jsonl, truncate_jsonl
+from fourier_toy.runs.layout import CONFIG, METRICS, MODEL, STATE, SUMMARY, is_run_dir
+from fourier_toy.runs.read_run import read_config
+from fourier_toy.runs.tensors import load_tensors, save_tensors
 from fourier_toy.task import SPLITS, make_splits
 
-CONFIG, METRICS, MODEL, STATE, SUMMARY = "config.json", "metrics.jsonl", "model.safetensors", "state.safetensors", "summary.json"
-RNG_EPOCH = 3
 # Training steps per GPT.train_steps call: on the fused path without clipping they are one
 # hand-off to the threads, saving the Python around each step. A max_seconds budget is checked
 # between calls, so a run may take up to STEPS_PER_CALL - 1 steps past it.
 STEPS_PER_CALL = 8
 RESUMABLE_KEYS = {"train.max_steps", "train.max_epochs", "train.max_seconds", "train.target_accuracy",
                   "train.eval_every", "train.checkpoint_every"}
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / CONFIG).is_file() and (path / METRICS).exists()
 
 
 def check_out_dir(out: Path, force: bool) -> bool:
@@ -63,20 +52,13 @@ def check_out_dir(out: Path, force: bool) -> bool:
 
 
 def load_run_config(run: Path) -> tuple[Config, dict]:
-    import json
-
-    path = run / CONFIG
-    if not path.is_file():
-        raise CheckpointError(f"--resume: {str(run)!r} is not a run directory (no {CONFIG})")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable config ({e})") from None
-    derived = data.pop("derived", {}) if isinstance(data, dict) else {}
+    """(the run's Config, its "derived" facts) from its config.json."""
+    data = read_config(run)
+    derived = data.pop("derived", {})
     try:
         return config_mod.from_dict(data), derived
     except ConfigError as e:
-        raise CheckpointError(f"{path}: invalid config ({e})") from None
+        raise CheckpointError(f"{Path(run) / CONFIG}: invalid config ({e})") from None
 
 
 @dataclass
@@ -129,7 +111,8 @@ def train(cfg: Config, out, resume: bool = False, force: bool = False, progress:
     splits = make_splits(cfg.task, cfg.seed)
     model, embed_info = build_model(cfg)
     tc = cfg.train
-    steps_per_epoch = math.ceil(len(splits["train"]) / tc.batch_size)
+    batches = EpochBatches(len(splits["train"]), tc.batch_size, cfg.seed, RNG_EPOCH)
+    steps_per_epoch = batches.steps_per_epoch
     total = tc.max_steps or (tc.max_epochs * steps_per_epoch) or 1
     if tc.schedule != "constant" and not (tc.max_steps or tc.max_epochs):
         raise ConfigError(f"train.schedule: {tc.schedule!r} needs train.max_steps or train.max_epochs to decay over")
@@ -163,14 +146,10 @@ def train(cfg: Config, out, resume: bool = False, force: bool = False, progress:
     bar.update(step)
     t0 = time.perf_counter() - elapsed
     stop = budget.done(step, elapsed)
-    losses, order, order_epoch = [], None, -1
+    losses = []
     while stop is None:
-        epoch, pos = divmod(step, steps_per_epoch)
-        if epoch != order_epoch:
-            order = np.random.default_rng([cfg.seed, RNG_EPOCH, epoch]).permutation(len(train_split))
-            order_epoch = epoch
-        k = _steps_in_call(step, pos, len(train_split), tc, budget)
-        idx = order[pos * tc.batch_size : (pos + k) * tc.batch_size].reshape(k, -1)
+        k = _steps_in_call(step, step % steps_per_epoch, len(train_split), tc, budget)
+        idx = batches.take(step, k)
         taken = model.train_steps(train_split.tokens[idx], train_split.targets[idx], opt,
                                   [schedule(step + s) for s in range(k)], tc.grad_clip)
         finite = [loss for loss in taken if math.isfinite(loss)]  # a non-finite one ends them, unapplied
@@ -262,7 +241,10 @@ def _load_checkpoint(out: Path, model, opt: AdamW) -> tuple[int, float]:
 
 def resume_config(run: Path, overrides=()) -> Config:
     """The run's own config, with only budget keys overridable (anything else would change the run)."""
-    cfg, _ = load_run_config(run)
+    try:
+        cfg, _ = load_run_config(run)
+    except CheckpointError as err:
+        raise CheckpointError(f"--resume: {err}") from None
     for text in overrides:
         key, _ = config_mod.parse_override(text)
         if key not in RESUMABLE_KEYS:

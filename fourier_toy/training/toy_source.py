@@ -54,14 +54,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fourier_toy.config import ModelConfig
+from fourier_toy.config import RNG_TOY_EPOCH, RNG_TOY_INIT, ModelConfig
 from fourier_toy.errors import CheckpointError, ConfigError, DataError, FourierToyError
 from fourier_toy.training.evaluate import predict
 from fourier_toy.nn.model import GPT
 from fourier_toy.training.backends import make_gpt
 from fourier_toy.nn.optim import AdamW, LRSchedule
 from fourier_toy.nn.params import decay_mask
-from fourier_toy.runs.files import load_tensors, save_tensors
+from fourier_toy.runs.tensors import load_tensors, save_tensors
+from fourier_toy.training.batches import EpochBatches
 
 FORMAT_VERSION = 1  # bump when the task, the loop or the file layout changes
 N_PLACES = 3  # units, tens, hundreds
@@ -69,8 +70,6 @@ MIN_NUMBERS = 100
 MAX_NUMBERS = 10**N_PLACES
 CACHE_ENV = "FOURIER_TOY_CACHE"
 ROWS_KEY = "number_rows"
-# Sub-streams of the seed (numpy SeedSequence entropy [seed, purpose]); distinct from build/train's.
-RNG_INIT, RNG_EPOCH = 11, 13
 
 
 @dataclass(frozen=True)
@@ -157,23 +156,20 @@ def digit_accuracy(model: GPT, tokens: np.ndarray, targets: np.ndarray) -> dict:
 def pretrain(cfg: ToyConfig) -> tuple[GPT, dict]:
     """Train the digits model from scratch -> (model, info). Deterministic given cfg.
 
-    Epoch e visits all examples in the order of a permutation drawn from (seed, e); AdamW with
-    decoupled weight decay on matrices, global-norm clipping, constant learning rate.
+    Epoch e visits all examples in the order of a permutation drawn from [seed, RNG_TOY_EPOCH, e]
+    (training/batches.py, as the addition runs do); AdamW with decoupled weight decay on matrices,
+    global-norm clipping, constant learning rate.
     """
     t0 = time.perf_counter()
     tokens, targets = digit_dataset(cfg.n_numbers)
-    model = make_gpt(_model_config(cfg), cfg.n_numbers, rng=np.random.default_rng([cfg.seed, RNG_INIT]))
+    model = make_gpt(_model_config(cfg), cfg.n_numbers, rng=np.random.default_rng([cfg.seed, RNG_TOY_INIT]))
     opt = AdamW(model.layout.size, cfg.lr, tuple(cfg.betas), 1e-8, cfg.weight_decay,
                 decay_mask=decay_mask(model.layout))
     schedule = LRSchedule("constant", cfg.lr, cfg.max_steps)
-    steps_per_epoch = math.ceil(len(targets) / cfg.batch_size)
-    step, acc, order_epoch, order, last_loss = 0, None, -1, None, float("nan")
+    batches = EpochBatches(len(targets), cfg.batch_size, cfg.seed, RNG_TOY_EPOCH)
+    step, acc, last_loss = 0, None, float("nan")
     while step < cfg.max_steps:
-        epoch, pos = divmod(step, steps_per_epoch)
-        if epoch != order_epoch:
-            order = np.random.default_rng([cfg.seed, RNG_EPOCH, epoch]).permutation(len(targets))
-            order_epoch = epoch
-        idx = order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+        idx = batches.take(step)[0]
         last_loss = model.train_step(tokens[idx], targets[idx], opt, schedule(step), cfg.grad_clip)
         if not math.isfinite(last_loss):
             raise DataError(f"toy pre-training diverged at step {step} (loss {last_loss}); lower toy.lr")

@@ -13,7 +13,9 @@ from fourier_toy.analysis import plots
 from fourier_toy.errors import CheckpointError, ConfigError, DataError
 from fourier_toy.training.evaluate import evaluate
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "whisper_tiny_en_numbers_0_520.npy"
+from conftest import shared_data_file
+
+REAL = "whisper_tiny_en_numbers_0_520.npy"  # in the shared data folder: conftest.shared_data_file
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,9 +61,8 @@ def test_spectrum_report_of_a_run_names_each_matrix(tiny_run):
     assert sorted(key) == [2, 4, 8, 10] and min(key.values()) > 3 * max(others)
 
 
-@pytest.mark.skipif(not REAL.is_file(), reason="shared/data is not present")
 def test_real_embedding_rows_0_to_519():
-    (m,) = diagnose.spectrum_report(REAL)["matrices"]
+    (m,) = diagnose.spectrum_report(shared_data_file(REAL))["matrices"]
     assert m["N"] == 520 and m["rows_used"] == 520
     found = {round(o["period"], 2) for o in m["outliers"]}
     assert {10.0, 5.0, 2.5, 2.0} <= found

@@ -3,7 +3,6 @@
 import hashlib
 import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +11,11 @@ from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
 from fourier_toy.errors import ConfigError, DataError
-from fourier_toy.embeddings.pretrained import adapt_width, load_hf_folder, load_matrix, load_run
+from fourier_toy.embeddings.pretrained import adapt_width, load_hf_folder, load_matrix, load_run_rows
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-WHISPER = SHARED_DATA / "whisper_tiny_en_numbers_0_520.npy"
+from conftest import shared_data_file
+
+WHISPER = "whisper_tiny_en_numbers_0_520.npy"  # in the shared data folder: conftest.shared_data_file
 WHISPER_SHA256 = "9cfede5b5b9084f7f4193d9ade8fa10592ff1f0d6df0ff98b6c1adc777ee0daa"  # PROVENANCE.md
 
 
@@ -204,18 +204,18 @@ def _run_dir(path, max_operand=5, width=8):
 
 def test_run_dir(tmp_path):
     wte = _run_dir(tmp_path / "run", max_operand=5)
-    rows, info = load_run(tmp_path / "run", 11)
+    rows, info = load_run_rows(tmp_path / "run", 11)
     np.testing.assert_array_equal(rows, wte[:11])
     assert info["run_numbers"] == 11
     _raises_one_line(DataError, r"run: the run has 11 numbers \(0\.\.10, task\.max_operand = 5\), "
-                     r"the task needs 12", load_run, tmp_path / "run", 12)
+                     r"the task needs 12", load_run_rows, tmp_path / "run", 12)
     (tmp_path / "run" / "config.json").write_text(json.dumps({"model": {}}))
-    _raises_one_line(DataError, r"config\.json: has no task\.max_operand", load_run, tmp_path / "run", 3)
+    _raises_one_line(DataError, r"config\.json: has no task\.max_operand", load_run_rows, tmp_path / "run", 3)
     (tmp_path / "run" / "config.json").unlink()
-    _raises_one_line(DataError, r"no config\.json", load_run, tmp_path / "run", 3)
+    _raises_one_line(DataError, r"no config\.json", load_run_rows, tmp_path / "run", 3)
     _run_dir(tmp_path / "run2")
     (tmp_path / "run2" / "model.safetensors").unlink()
-    _raises_one_line(DataError, r"model\.safetensors: no such file", load_run, tmp_path / "run2", 3)
+    _raises_one_line(DataError, r"model\.safetensors: no such file", load_run_rows, tmp_path / "run2", 3)
 
 
 # ---- width adaptation ---------------------------------------------------------------------------
@@ -279,13 +279,12 @@ def test_pad_and_its_errors():
 # ---- the real pre-trained rows in shared/data -----------------------------------------------------
 
 def test_real_whisper_rows_load_and_pca_to_128():
-    if not WHISPER.is_file():
-        pytest.skip(f"{WHISPER} not present")
-    rows, info = load_matrix(WHISPER, 521)
+    whisper = shared_data_file(WHISPER)
+    rows, info = load_matrix(whisper, 521)
     assert rows.shape == (521, 384) and np.isfinite(rows).all()
     assert info["sha256"] == WHISPER_SHA256
     out, pinfo = adapt_width(rows, 128, "pca")
     print(f"whisper tiny.en numbers 0..520, PCA 384 -> 128: variance_kept = {pinfo['variance_kept']:.4f}")
     assert out.shape == (521, 128)
     assert 0.5 < pinfo["variance_kept"] < 1.0
-    _raises_one_line(DataError, r"has 521 rows, the task needs 522 \(numbers 0\.\.521\)", load_matrix, WHISPER, 522)
+    _raises_one_line(DataError, r"has 521 rows, the task needs 522 \(numbers 0\.\.521\)", load_matrix, whisper, 522)

@@ -19,7 +19,8 @@ from fourier_toy import config
 from fourier_toy.experiments import sweep
 from fourier_toy.experiments import sweep_report
 from fourier_toy.errors import CheckpointError, ConfigError
-from fourier_toy.runs.files import load_tensors, read_jsonl
+from fourier_toy.runs.files import read_jsonl
+from fourier_toy.runs.tensors import load_tensors
 
 BASE = {"model": {"backend": "numpy"}, "train": {"max_steps": 20, "eval_every": 10, "checkpoint_every": 10}}
 

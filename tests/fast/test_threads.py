@@ -190,3 +190,20 @@ def test_a_caller_asleep_on_a_slow_worker_wakes_when_it_finishes():
         t = time.perf_counter()
         assert threads.run_tasks([lambda: 1, slow], 2) == [1, 2]
         assert time.perf_counter() - t < 30 * threads.SPIN_SECONDS + 1.0
+
+
+def test_limit_threads_sets_numba_and_blas_and_restores_them():
+    """The one thread policy: numba's count (the hot path's budget) and BLAS's, set and put back."""
+    import numba
+    from threadpoolctl import threadpool_info
+
+    from fourier_toy.fast import limit_threads
+
+    def blas_counts():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before_numba, before_blas = numba.get_num_threads(), blas_counts()
+    with limit_threads(1, blas=1):
+        assert numba.get_num_threads() == 1 and threads.threads() == 1
+        assert blas_counts() and all(n == 1 for n in blas_counts())
+    assert numba.get_num_threads() == before_numba and blas_counts() == before_blas

@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 from fourier_toy.errors import CheckpointError, ConfigError, DataError
 from fourier_toy.nn.optim import AdamW, LRSchedule, clip_grad_norm
-from fourier_toy.runs.files import load_tensors, save_tensors
+from fourier_toy.runs.tensors import load_tensors, save_tensors
 
 
 def reference_adamw(p0, grad_seq, lr, b1, b2, eps, wd, decay):

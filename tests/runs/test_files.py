@@ -1,4 +1,4 @@
-"""Atomic writes, safetensors, metrics JSONL and RNG state of the run directory."""
+"""Atomic writes, metrics JSONL and RNG state of the run directory."""
 
 import json
 import os
@@ -11,14 +11,13 @@ from fourier_toy.runs.files import (
     append_jsonl,
     atomic_write_bytes,
     atomic_write_json,
-    load_tensors,
     read_json_object,
     read_jsonl,
     rng_from_array,
     rng_state_to_array,
-    save_tensors,
     truncate_jsonl,
 )
+from fourier_toy.runs.tensors import load_tensors, save_tensors
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -77,84 +76,6 @@ def test_unencodable_json_raises_and_keeps_old_file(tmp_path, bad, reason):
 def test_write_into_missing_directory_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="missing"):
         atomic_write_bytes(tmp_path / "missing" / "x.bin", b"data")
-
-
-# ----------------------------------------------------------------------------- safetensors
-
-def test_safetensors_round_trip_is_bit_exact(tmp_path):
-    rng = np.random.default_rng(0)
-    special = np.array([np.nan, -0.0, np.inf, -np.inf, 1e-45, 3.4e38], dtype=np.float32)
-    # A NaN with a non-default payload must survive as raw bits.
-    special_bits = special.view(np.uint32).copy()
-    special_bits[0] = 0x7FC01234
-    base = rng.standard_normal((6, 8)).astype(np.float32)
-    tensors = {
-        "wte.weight": base,
-        "transposed": base.T,  # a non-contiguous view
-        "strided": base[:, ::3],
-        "special": special_bits.view(np.float32),
-        "t": np.array(7, dtype=np.int64),
-        "mask": rng.random(9) < 0.5,
-        "bytes": np.frombuffer(b"hello", dtype=np.uint8),
-        "empty": np.zeros((0, 3), dtype=np.float64),
-    }
-    path = tmp_path / "model.safetensors"
-    save_tensors(path, tensors, metadata={"format": "np", "step": "12"})
-    loaded, metadata = load_tensors(path)
-
-    assert metadata == {"format": "np", "step": "12"}
-    assert set(loaded) == set(tensors)
-    for name, original in tensors.items():
-        got = loaded[name]
-        assert got.dtype == original.dtype and got.shape == original.shape, name
-        assert got.tobytes() == np.ascontiguousarray(original).tobytes(), name
-        assert got.flags.writeable
-    assert os.listdir(tmp_path) == ["model.safetensors"]
-
-
-def test_same_tensors_and_metadata_give_the_same_bytes(tmp_path):
-    # safetensors orders metadata by a randomly seeded hash map; the file must not depend on it.
-    tensors = {"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.ones(5, dtype=np.int64)}
-    metadata = {f"key{i}": "é" * i for i in range(8)}
-    files = []
-    for i in range(12):
-        path = tmp_path / f"{i}.safetensors"
-        save_tensors(path, tensors, metadata=dict(reversed(metadata.items())) if i % 2 else metadata)
-        files.append(path.read_bytes())
-    assert all(f == files[0] for f in files)
-    loaded, meta = load_tensors(tmp_path / "0.safetensors")
-    assert meta == metadata and list(meta) == sorted(meta)
-    assert all(np.array_equal(loaded[k], v) for k, v in tensors.items())
-
-
-def test_save_tensors_rejects_bad_input(tmp_path):
-    with pytest.raises(DataError, match="metadata"):
-        save_tensors(tmp_path / "a.safetensors", {"x": np.zeros(2)}, metadata={"step": 3})
-    with pytest.raises(DataError, match="object"):
-        save_tensors(tmp_path / "a.safetensors", {"x": np.array([object()])})
-    assert os.listdir(tmp_path) == []
-
-
-@pytest.mark.parametrize("cut", [0, 5, 8, 40, -1])
-def test_truncated_safetensors_is_a_checkpoint_error(tmp_path, cut):
-    path = tmp_path / "model.safetensors"
-    save_tensors(path, {"w": np.arange(12, dtype=np.float32).reshape(3, 4)})
-    data = path.read_bytes()
-    path.write_bytes(data[:cut] if cut >= 0 else data[:cut])
-    with pytest.raises(CheckpointError, match="model.safetensors"):
-        load_tensors(path)
-
-
-def test_corrupt_or_missing_safetensors_is_a_checkpoint_error(tmp_path):
-    path = tmp_path / "model.safetensors"
-    save_tensors(path, {"w": np.ones(4, dtype=np.float32)})
-    data = bytearray(path.read_bytes())
-    data[8:12] = b"\xff\xfe[!"  # break the JSON header
-    path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="not a valid safetensors"):
-        load_tensors(path)
-    with pytest.raises(CheckpointError, match="not found"):
-        load_tensors(tmp_path / "absent.safetensors")
 
 
 # ----------------------------------------------------------------------------- JSONL

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from fourier_toy.training import build
 from fourier_toy import cli
 from fourier_toy import config
 from fourier_toy.embeddings import fourier_rows as embeddings
@@ -18,12 +16,14 @@ from fourier_toy.training.build import build_model, trainable_mask
 from fourier_toy.training.evaluate import evaluate
 from fourier_toy.nn.optim import AdamW, clip_grad_norm
 from fourier_toy.nn.params import decay_mask
-from fourier_toy.runs.files import load_tensors, read_jsonl
+from fourier_toy.runs.files import read_jsonl
+from fourier_toy.runs.tensors import load_tensors
 from fourier_toy.task import make_splits
 from fourier_toy.training.loop import train
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-WHISPER = SHARED_DATA / "whisper_tiny_en_numbers_0_520.npy"
+from conftest import shared_data_file
+
+WHISPER = "whisper_tiny_en_numbers_0_520.npy"  # in the shared data folder: conftest.shared_data_file
 
 
 def tiny(*overrides):
@@ -95,7 +95,7 @@ def test_fourier_rows_come_from_the_config_seed_stream(mapping, seed):
                "embedding.low=lowfreq", f"seed={seed}")
     model, info = build_model(cfg)
     p, d = cfg.task.n_numbers, cfg.model.d_model
-    expected = embeddings.fourier_embedding(p, d, np.random.default_rng([seed, build.RNG_EMBED]),
+    expected = embeddings.fourier_embedding(p, d, np.random.default_rng([seed, config.RNG_EMBED]),
                                             periods=[10.0, 5.0, 2.0], low="lowfreq", mapping=mapping)
     np.testing.assert_array_equal(model.weights["wte.weight"][:p], expected.astype(np.float32))
     assert info == {"kind": "fourier", "periods": [10.0, 5.0, 2.0], "low": "lowfreq", "mapping": mapping}
@@ -147,9 +147,8 @@ def test_transplant_wide_source_records_variance_kept_in_the_run(tmp_path):
 # ---- transplant of real pre-trained rows -----------------------------------------------------------
 
 def test_real_pretrained_rows_transplant_and_train(tmp_path):
-    if not WHISPER.is_file():
-        pytest.skip(f"{WHISPER} not present")
-    cfg = tiny("task.max_operand=30", "embedding.kind=transplant", f"embedding.source={WHISPER}",
+    whisper = shared_data_file(WHISPER)
+    cfg = tiny("task.max_operand=30", "embedding.kind=transplant", f"embedding.source={whisper}",
                "embedding.freeze=true", "train.max_steps=60", "train.eval_every=20", "train.lr=0.003")
     model, _ = build_model(cfg)
     start = evaluate(model, make_splits(cfg.task, cfg.seed)["train"])["loss"]
@@ -160,7 +159,7 @@ def test_real_pretrained_rows_transplant_and_train(tmp_path):
     assert np.isfinite(losses).all() and np.isfinite(end)
     assert end < start - 0.3 and losses[-1] < losses[0]
     emb = json.loads((tmp_path / "run" / "config.json").read_text())["derived"]["embedding"]
-    assert emb["sha256"] == hashlib.sha256(WHISPER.read_bytes()).hexdigest()
+    assert emb["sha256"] == hashlib.sha256(whisper.read_bytes()).hexdigest()
     assert 0.0 < emb["variance_kept"] < 1.0 and emb["width_in"] == 384
 
 

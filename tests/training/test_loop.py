@@ -7,7 +7,8 @@ import pytest
 
 from fourier_toy import cli
 from fourier_toy import config
-from fourier_toy.runs.files import load_tensors, read_jsonl
+from fourier_toy.runs.files import read_jsonl
+from fourier_toy.runs.tensors import load_tensors
 from fourier_toy.training.loop import train
 
 
