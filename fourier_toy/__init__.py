@@ -69,7 +69,7 @@ _API = {
     "frequency_magnitudes": "analysis.fourier:frequency_magnitudes",
     "mean_dft_amplitude": "analysis.fourier:mean_dft_amplitude",
     "band_energy_fractions": "analysis.fourier:band_energy_fractions",
-    "find_outliers": "analysis.fourier:find_outliers",
+    "find_outliers": "analysis.outliers:find_outliers",
     # logit lens and module logits
     "residual_last": "analysis.lens:residual_last",
     "logit_lens": "analysis.lens:logit_lens",

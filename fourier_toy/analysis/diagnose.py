@@ -5,7 +5,7 @@ None) and a ``format_*`` function turning that dict into a terminal table:
 
 - ``spectrum_report(source)``: Fourier spectra of number rows (a run's wte number rows and, when
   untied, its W_U; or a .npy matrix whose row i is the number i), with prominence outliers tested
-  against each matrix's row-permutation null (fourier.outlier_scan).
+  against each matrix's row-permutation null (outliers.outlier_scan).
 - ``lens_report(run)``: logit-lens accuracy per layer and the band fractions of module logits.
 - ``ablate_report(run)``: the Table 1 analogue under the null-space filter, and single-pass filters.
 - ``probe_report(source)``: linear probes for n mod T on number rows and (for a run) on the
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fourier_toy.analysis import fourier
+from fourier_toy.analysis import outliers
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.analysis.filters import ablation_table, single_pass
 from fourier_toy.analysis.lens import logit_lens, module_spectra, residual_last
@@ -132,7 +133,7 @@ def _matrix_spectrum(name: str, W: np.ndarray, basis: str, tau, alpha: float, n_
     axis = fourier.number_axis(W.shape[0], basis, tau)
     fb, info = axis.basis, axis.info
     X = W[: fb.n]
-    scan = fourier.outlier_scan(X, fb, alpha=alpha, n_permutations=n_permutations)
+    scan = outliers.outlier_scan(X, fb, alpha=alpha, n_permutations=n_permutations)
     amp = scan.amplitude
     outlier_ks = {o.k for o in scan.outliers}
     key = []
@@ -143,10 +144,10 @@ def _matrix_spectrum(name: str, W: np.ndarray, basis: str, tau, alpha: float, n_
                         "p_value": None, "outlier": False, "detectable": False})
             continue
         k = int(hits[0])
-        pr = fourier.prominence(amp, k) if k in scan.ks else None  # k = 1 has no neighbourhood
+        pr = outliers.prominence(amp, k) if k in scan.ks else None  # k = 1 has no neighbourhood
         key.append({"period": T, "k": k, "amplitude": float(amp[k]), "prominence": pr,
                     "critical": scan.critical_at(k), "p_value": scan.p_value_at(k), "outlier": k in outlier_ks,
-                    "detectable": fourier.period_detectable(fb, T)})
+                    "detectable": outliers.period_detectable(fb, T)})
     # Per frequency k = 0..K-1, NaN (None in JSON) where k is not scanned.
     critical = np.full(amp.size, np.nan)
     critical[scan.ks] = scan.critical
@@ -165,19 +166,19 @@ def _matrix_spectrum(name: str, W: np.ndarray, basis: str, tau, alpha: float, n_
             "low_frac": bands.low, "high_frac": bands.high, "alpha": scan.alpha, "null": null}
 
 
-def spectrum_report(source, basis: str = "exact", tau: int | None = None, alpha: float = fourier.OUTLIER_ALPHA,
-                    n_permutations: int = fourier.OUTLIER_PERMUTATIONS) -> dict:
+def spectrum_report(source, basis: str = "exact", tau: int | None = None, alpha: float = outliers.OUTLIER_ALPHA,
+                    n_permutations: int = outliers.OUTLIER_PERMUTATIONS) -> dict:
     """Spectra of number rows: a run directory (wte number rows, and W_U when untied) or a matrix.
 
     For each matrix: ``amplitude`` (K,) = mean over dims of |DFT| along the number axis after
     subtracting the row mean (fourier.mean_dft_amplitude; index = frequency k), ``periods`` (K,),
     ``outliers`` (bins whose prominence against bins k +- 2..8 beats the row-permutation null of
-    fourier.outlier_scan at family-wise rate ``alpha``, strongest first, each with its critical
+    outliers.outlier_scan at family-wise rate ``alpha``, strongest first, each with its critical
     prominence and adjusted p-value), ``null`` (the test: alpha, permutations, seed, scanned range
     and the per-bin null level as ``critical_prominence`` and ``critical_amplitude``, (K,), None
     where not scanned), ``key_periods`` (amplitude, prominence, null level, p-value, whether an
     outlier and whether detectable at all, at periods 2, 2.5, 5, 10), ``key_periods_detectable``
-    (all four can be found at this N: fourier.period_detectable), and the low/high share of the
+    (all four can be found at this N: outliers.period_detectable), and the low/high share of the
     non-constant energy. The test costs 0.05 s per 120 x 128 matrix and 0.75 s per 520 x 384.
     """
     kind, mats, _ = _source_matrices(source)

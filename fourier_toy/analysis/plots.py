@@ -28,7 +28,10 @@ __all__ = ["KEY_PERIODS", "mean_band", "plot_spectrum", "plot_spectra", "plot_mo
            "plot_lenses", "plot_ablation", "plot_errors", "plot_probes", "plot_training", "plot_bench"]
 
 KEY_PERIODS = (2.0, 2.5, 5.0, 10.0)
-_COLORS = {"toy": "tab:blue", "reference": "tab:gray"}
+# The reference bars beside the toy's (plot_ablation) are the paper's GPT-2-XL numbers (paper.py): the
+# legend names the model, so a figure shown on its own (a slide, report.html) says what it compares.
+PAPER_LABEL = "GPT-2-XL (paper)"
+_COLORS = {"toy": "tab:blue", PAPER_LABEL: "tab:gray"}
 
 
 def _new(n_rows: int = 1, n_cols: int = 1, size=(8.0, 4.0), **kw):
@@ -163,7 +166,8 @@ def plot_ablation(report: dict, path, reference=None) -> Path:
     """diagnose.ablate_report -> Table 1 accuracies as bars, beside ``reference`` when given.
 
     reference: rows like the report's, each with "modules" ("none", "ATTN & MLP", "ATTN", "MLP"),
-    "removed" ("-", "low", "high") and "acc" (e.g. PAPER.md section 5's GPT-2-XL numbers).
+    "removed" ("-", "low", "high") and "acc": the paper's GPT-2-XL numbers (PAPER.md section 5),
+    labelled PAPER_LABEL in the legend.
     """
     rows = report["rows"]
     ref = {(r["modules"], r["removed"]): r["acc"] for r in (reference or [])}
@@ -175,7 +179,7 @@ def plot_ablation(report: dict, path, reference=None) -> Path:
     ax.bar(x - (width / 2 if ref else 0), toy, width, label="toy", color=_COLORS["toy"])
     if ref:
         vals = [ref.get((r["modules"], r["removed"]), np.nan) for r in rows]
-        ax.bar(x + width / 2, vals, width, label="reference", color=_COLORS["reference"])
+        ax.bar(x + width / 2, vals, width, label=PAPER_LABEL, color=_COLORS[PAPER_LABEL])
     ax.set_xticks(x)
     ax.set_xticklabels([f"{_row_label(r)}\nnull {r['dim_null']}" for r in rows], fontsize=8)
     ax.set_ylim(0, 1.15)

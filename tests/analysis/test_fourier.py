@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fourier_toy.analysis import fourier as fr
+from fourier_toy.analysis import outliers as ol
 from fourier_toy.errors import ConfigError, DataError
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -206,9 +207,9 @@ def test_bad_inputs_raise_project_errors():
     with pytest.raises(ConfigError, match="tau"):
         fr.band_masks(10, tau=0)
     with pytest.raises(ConfigError, match="alpha"):
-        fr.find_outliers(np.ones((20, 2)), alpha=0)
+        ol.find_outliers(np.ones((20, 2)), alpha=0)
     with pytest.raises(ConfigError, match="n_permutations"):  # 1 / (49 + 1) > 0.01: alpha unreachable
-        fr.find_outliers(np.ones((20, 2)), alpha=0.01, n_permutations=49)
+        ol.find_outliers(np.ones((20, 2)), alpha=0.01, n_permutations=49)
 
 
 # --------------------------------------------------------------------------------- bands
@@ -293,25 +294,25 @@ def test_prominence_by_hand():
     mags = np.ones(40)
     mags[20] = 3.0
     mags[12] = 100.0  # outside 20 +- 2..8, so it must not matter
-    assert fr.prominence(mags, 20) == pytest.approx(3.0)
+    assert ol.prominence(mags, 20) == pytest.approx(3.0)
     mags = np.arange(1.0, 21.0)  # mags[k] = k + 1
     # k = 19 (last): neighbours 11..17 (the high side is clipped): median 15
-    assert fr.prominence(mags, 19) == pytest.approx(20.0 / 15.0)
+    assert ol.prominence(mags, 19) == pytest.approx(20.0 / 15.0)
     # Below k = 9 the window shrinks symmetrically instead of being cut at DC:
     # k = 2 -> bins 1, 3; k = 3 -> 1, 5; k = 4 -> 1, 2, 6, 7; k = 9 -> the full 1..7, 11..17.
-    assert list(fr._neighbours(2, 20, 2, 8)) == [1, 3]
-    assert list(fr._neighbours(3, 20, 2, 8)) == [1, 5]
-    assert sorted(fr._neighbours(4, 20, 2, 8)) == [1, 2, 6, 7]
-    assert sorted(fr._neighbours(9, 20, 2, 8)) == [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15, 16, 17]
-    assert fr.prominence(mags, 2) == pytest.approx(3.0 / 3.0)  # median of 2 and 4
-    assert fr.prominence(mags, 4) == pytest.approx(5.0 / 5.0)  # median of 2, 3, 7, 8
+    assert list(ol._neighbours(2, 20, 2, 8)) == [1, 3]
+    assert list(ol._neighbours(3, 20, 2, 8)) == [1, 5]
+    assert sorted(ol._neighbours(4, 20, 2, 8)) == [1, 2, 6, 7]
+    assert sorted(ol._neighbours(9, 20, 2, 8)) == [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15, 16, 17]
+    assert ol.prominence(mags, 2) == pytest.approx(3.0 / 3.0)  # median of 2 and 4
+    assert ol.prominence(mags, 4) == pytest.approx(5.0 / 5.0)  # median of 2, 3, 7, 8
     # On a smooth decreasing (convex) trend a symmetric window never makes a low bin a peak.
     trend = np.r_[0.0, 1.0 / np.arange(1, 40)]
-    assert all(fr.prominence(trend, k) < 1.0 for k in range(2, 30))
+    assert all(ol.prominence(trend, k) < 1.0 for k in range(2, 30))
     with pytest.raises(ConfigError, match="k"):
-        fr.prominence(mags, 0)
+        ol.prominence(mags, 0)
     with pytest.raises(ConfigError, match="neighbourhood"):
-        fr.prominence(mags, 1)  # only DC below it
+        ol.prominence(mags, 1)  # only DC below it
 
 
 def _trend_spike_noise(N, D, k0, rng, ratio=4.0, noise=0.2):
@@ -348,15 +349,15 @@ def test_find_outliers_finds_planted_spike_not_in_permuted_rows(m, data, seed):
     k0 = data.draw(st.integers(2, N // 2))
     rng = np.random.default_rng(seed)
     W = _trend_spike_noise(N, 32, k0, rng)
-    found = fr.find_outliers(W)
+    found = ol.find_outliers(W)
     assert found[0].k == k0 and found[0].period == pytest.approx(N / k0)
-    assert k0 not in [o.k for o in fr.find_outliers(W[rng.permutation(N)])]
+    assert k0 not in [o.k for o in ol.find_outliers(W[rng.permutation(N)])]
 
 
 def test_find_outliers_does_not_flag_the_low_k_trend():
     rng = np.random.default_rng(1)
     W = _trend_spike_noise(300, 32, 60, rng, noise=0.01)
-    scan = fr.outlier_scan(W)
+    scan = ol.outlier_scan(W)
     assert scan.ks[0] == 2 and [o.k for o in scan.outliers] == [60]
     # the trend's bins are scanned, and their symmetric windows keep them below their neighbours
     assert np.all(scan.prominence[scan.ks < 9] < 1.0)

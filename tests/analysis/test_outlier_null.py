@@ -1,4 +1,4 @@
-"""Spectral outliers against the row-permutation null (fourier.outlier_scan).
+"""Spectral outliers against the row-permutation null (outliers.outlier_scan).
 
 Planted periods: Gaussian rows (N, D) plus a / sqrt(N) * [cos, sin](2 pi n / T) mixed into random
 directions, so the planted bin stands about 0.7 a times the noise bins (a times at period 2).
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from fourier_toy import config
 from fourier_toy.analysis import diagnose
 from fourier_toy.analysis import fourier as fr
+from fourier_toy.analysis import outliers as ol
 from fourier_toy.analysis import plots
 from fourier_toy.errors import ConfigError
 from fourier_toy.experiments.conditions import headline
@@ -54,10 +55,10 @@ def binomial_bound(n: int, p: float, tail: float = 1e-3) -> int:
        seed=st.integers(0, 2**31 - 1))
 def test_strong_planted_period_is_the_strongest_outlier(N, T, a, seed):
     W = planted(N, 64, T, a, seed)
-    found = fr.find_outliers(W)
+    found = ol.find_outliers(W)
     k = int(N / T)
     assert found and found[0].k == k and found[0].period == pytest.approx(T)
-    assert found[0].p_value <= fr.OUTLIER_ALPHA and found[0].prominence > found[0].critical
+    assert found[0].p_value <= ol.OUTLIER_ALPHA and found[0].prominence > found[0].critical
 
 
 @STAT
@@ -65,10 +66,10 @@ def test_strong_planted_period_is_the_strongest_outlier(N, T, a, seed):
 def test_absent_period_is_not_an_outlier(N, T, seed):
     # Pure noise, and the same rows shuffled after planting a strong period.
     k = int(N / T)
-    assert k not in [o.k for o in fr.find_outliers(planted(N, 64, T, 0.0, seed))]
+    assert k not in [o.k for o in ol.find_outliers(planted(N, 64, T, 0.0, seed))]
     W = planted(N, 64, T, 4.0, seed)
     shuffled = W[np.random.default_rng(seed + 1).permutation(N)]
-    assert k not in [o.k for o in fr.find_outliers(shuffled)]
+    assert k not in [o.k for o in ol.find_outliers(shuffled)]
 
 
 @pytest.mark.parametrize("N", [120, 520])
@@ -77,7 +78,7 @@ def test_detection_grows_with_strength_and_finds_peaks_below_the_old_threshold(N
     for a in (0.0, 2.0, 4.0):
         hits, pr = 0, []
         for seed in range(6):
-            scan = fr.outlier_scan(planted(N, 64, 10, a, seed))
+            scan = ol.outlier_scan(planted(N, 64, 10, a, seed))
             k = N // 10
             hits += k in [o.k for o in scan.outliers]
             pr.append(scan.prominence[scan.ks == k][0])
@@ -95,8 +96,8 @@ def test_noise_matrices_respect_the_family_wise_rate():
     n, any_outlier = 200, 0
     rng = np.random.default_rng(2024)
     for i in range(n):
-        any_outlier += bool(fr.find_outliers(rng.normal(size=(120, 16)), seed=i))
-    assert any_outlier < binomial_bound(n, fr.OUTLIER_ALPHA)
+        any_outlier += bool(ol.find_outliers(rng.normal(size=(120, 16)), seed=i))
+    assert any_outlier < binomial_bound(n, ol.OUTLIER_ALPHA)
 
 
 def test_shuffled_planted_matrices_respect_the_family_wise_rate():
@@ -105,10 +106,10 @@ def test_shuffled_planted_matrices_respect_the_family_wise_rate():
     n, any_outlier = 100, 0
     for i in range(n):
         W = planted(120, 16, 10, 4.0, i) + planted(120, 16, 2.5, 4.0, n + i)
-        found = fr.find_outliers(W[np.random.default_rng(i).permutation(120)], seed=i)
+        found = ol.find_outliers(W[np.random.default_rng(i).permutation(120)], seed=i)
         any_outlier += bool(found)
         assert not {12, 48} & {o.k for o in found}
-    assert any_outlier < binomial_bound(n, fr.OUTLIER_ALPHA)
+    assert any_outlier < binomial_bound(n, ol.OUTLIER_ALPHA)
 
 
 # ------------------------------------------------------------------------------- low bins, detectability
@@ -118,30 +119,30 @@ def test_period_10_is_detectable_at_every_preset_n():
     for name in config.PRESETS:
         p = config.from_preset(name).task.n_numbers
         fb = fr.number_axis(p).basis
-        assert fr.period_detectable(fb, 10), (name, fb.n)
-        assert fr.period_detectable(fr.number_axis(p, "paper").basis, 10), name
+        assert ol.period_detectable(fb, 10), (name, fb.n)
+        assert ol.period_detectable(fr.number_axis(p, "paper").basis, 10), name
     assert [fr.number_axis(config.from_preset(n).task.n_numbers).basis.n for n in ("quick", "paper", "tiny")] == [
         120, 520, 20]
 
 
 def test_detectability_is_false_where_no_bin_can_hold_the_period():
-    assert all(fr.period_detectable(fr.exact_basis(120), T) for T in KEY)
-    assert all(fr.period_detectable(fr.exact_basis(20), T) for T in KEY)  # period 10 at k = 2
-    assert not fr.period_detectable(fr.exact_basis(121), 10)  # k = 12.1 is no component
-    assert not fr.period_detectable(fr.exact_basis(121), 2)  # odd N: no Nyquist bin
-    assert not fr.period_detectable(fr.exact_basis(10), 10)  # k = 1: only DC below it
-    assert fr.period_detectable(fr.exact_basis(25), 2.5) and not fr.period_detectable(fr.exact_basis(25), 10)
-    assert list(fr.scan_bins(61)) == list(range(2, 61))
+    assert all(ol.period_detectable(fr.exact_basis(120), T) for T in KEY)
+    assert all(ol.period_detectable(fr.exact_basis(20), T) for T in KEY)  # period 10 at k = 2
+    assert not ol.period_detectable(fr.exact_basis(121), 10)  # k = 12.1 is no component
+    assert not ol.period_detectable(fr.exact_basis(121), 2)  # odd N: no Nyquist bin
+    assert not ol.period_detectable(fr.exact_basis(10), 10)  # k = 1: only DC below it
+    assert ol.period_detectable(fr.exact_basis(25), 2.5) and not ol.period_detectable(fr.exact_basis(25), 10)
+    assert list(ol.scan_bins(61)) == list(range(2, 61))
     with pytest.raises(ConfigError):
-        fr.period_detectable(20, 10)
+        ol.period_detectable(20, 10)
 
 
 def test_period_10_is_found_at_the_lowest_bins():
     # Tiny preset, N = 20: period 10 is k = 2, compared with bins 1 and 3.
     W = planted(20, 32, 10, 8.0, 0)
-    assert [o.k for o in fr.find_outliers(W)][:1] == [2]
+    assert [o.k for o in ol.find_outliers(W)][:1] == [2]
     # N = 10: period 10 is k = 1, which has no neighbourhood; nothing can report it.
-    scan = fr.outlier_scan(planted(10, 32, 10, 8.0, 0))
+    scan = ol.outlier_scan(planted(10, 32, 10, 8.0, 0))
     assert 1 not in scan.ks and all(o.period != 10 for o in scan.outliers)
 
 
@@ -154,7 +155,7 @@ def test_a_smooth_size_trend_does_not_make_low_bins_outliers():
     n = np.arange(N)[:, None]
     W = (n / N) * rng.normal(size=(1, D)) * 4 + rng.normal(size=(N, D)) * 0.3
     W += 0.4 * np.cos(2 * np.pi * 30 * n / N + rng.uniform(0, 2 * np.pi, D))
-    scan = fr.outlier_scan(W)
+    scan = ol.outlier_scan(W)
     assert scan.ks[0] == 2 and scan.amplitude[1] > 2 * scan.amplitude[30]
     assert np.all(scan.prominence[:7] < 1.0)  # k = 2..8
     assert [o.k for o in scan.outliers] == [30]
@@ -165,7 +166,7 @@ def test_a_smooth_size_trend_does_not_make_low_bins_outliers():
 
 def test_scan_is_deterministic_and_self_consistent():
     W = planted(120, 32, 5, 3.0, 7)
-    a, b = fr.outlier_scan(W), fr.outlier_scan(W.copy())
+    a, b = ol.outlier_scan(W), ol.outlier_scan(W.copy())
     for x, y in zip(a, b):
         if isinstance(x, np.ndarray):
             np.testing.assert_array_equal(x, y)
@@ -175,9 +176,9 @@ def test_scan_is_deterministic_and_self_consistent():
     above = {int(k) for k, pr, c in zip(a.ks, a.prominence, a.critical) if pr > c}
     assert above == {o.k for o in a.outliers} == {int(k) for k, p in zip(a.ks, a.p_value) if p <= a.alpha}
     assert (a.alpha, a.n_permutations, a.seed) == (0.01, 499, 0)
-    # The prominences are those of fourier.prominence, and the null level sits near 1.2-1.4.
+    # The prominences are those of outliers.prominence, and the null level sits near 1.2-1.4.
     for j, k in enumerate(a.ks):
-        assert a.prominence[j] == fr.prominence(a.amplitude, int(k))
+        assert a.prominence[j] == ol.prominence(a.amplitude, int(k))
     assert 1.1 < np.median(a.critical) < 1.5
     np.testing.assert_allclose(a.critical_amplitude, a.critical * a.amplitude[a.ks] / a.prominence)
     assert np.all(a.p_value >= 1 / (a.n_permutations + 1))
@@ -190,13 +191,13 @@ def test_permutation_spectra_match_mean_dft_amplitude(basis):
     fb = fr.number_axis(41, basis).basis
     X = W[: fb.n] - W[: fb.n].mean(axis=0)
     perms = np.stack([rng.permutation(fb.n) for _ in range(3)])
-    got = fr._permuted_amplitudes(X, fb, perms)
+    got = ol._permuted_amplitudes(X, fb, perms)
     for perm, row in zip(perms, got):
         np.testing.assert_allclose(row, fr.mean_dft_amplitude(X[perm], fb), rtol=1e-10, atol=1e-12)
 
 
 def test_constant_rows_have_nothing_to_test():
-    scan = fr.outlier_scan(np.ones((20, 3)))
+    scan = ol.outlier_scan(np.ones((20, 3)))
     assert scan.outliers == [] and np.all(np.isnan(scan.prominence)) and np.all(scan.p_value == 1)
 
 

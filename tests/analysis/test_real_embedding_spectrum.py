@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fourier_toy.analysis import fourier as fr
+from fourier_toy.analysis import outliers as ol
 from fourier_toy.analysis.probes import probe_mod
 
 from conftest import shared_data_file
@@ -33,7 +34,7 @@ def _periods(outliers):
 
 
 def test_real_rows_show_paper_periods_as_outliers(rows):
-    scan = fr.outlier_scan(rows)
+    scan = ol.outlier_scan(rows)
     found = scan.outliers
     for T in PAPER_PERIODS:
         assert any(np.isclose(p, T) for p in _periods(found)), f"period {T} missing from {found}"
@@ -41,17 +42,17 @@ def test_real_rows_show_paper_periods_as_outliers(rows):
         # Measured: null level 1.28-1.30 at the key bins, and no permutation comes near the
         # observed peaks (p = 1 / 500, the smallest attainable).
         assert 1.2 < scan.critical_at(k) < 1.4 and scan.p_value_at(k) == pytest.approx(1 / 500)
-    assert all(fr.period_detectable(fr.exact_basis(520), T) for T in PAPER_PERIODS)
+    assert all(ol.period_detectable(fr.exact_basis(520), T) for T in PAPER_PERIODS)
     # Independent reference: shared/data/PROVENANCE.md measured these with its own script.
     amps = fr.mean_dft_amplitude(rows)
     reference = {52: 2.78, 104: 3.37, 156: 3.26, 208: 3.69, 260: 3.17}
     for k, expected in reference.items():
-        assert fr.prominence(amps, k) == pytest.approx(expected, abs=0.01)
+        assert ol.prominence(amps, k) == pytest.approx(expected, abs=0.01)
 
 
 def test_paper_basis_on_all_521_rows_gives_the_same_spikes(data):
     full = np.load(data, allow_pickle=False).astype(np.float64)
-    found = fr.find_outliers(full, fr.paper_basis(521))
+    found = ol.find_outliers(full, fr.paper_basis(521))
     for T in PAPER_PERIODS:
         assert any(np.isclose(p, T) for p in _periods(found))
 
@@ -62,7 +63,7 @@ SHUFFLE_SEEDS = range(5)
 @pytest.fixture(scope="module")
 def shuffled_scans(rows):
     """outlier_scan of the rows under 5 row permutations (seeds 0-4): ~1 s each."""
-    return [fr.outlier_scan(rows[np.random.default_rng(seed).permutation(rows.shape[0])])
+    return [ol.outlier_scan(rows[np.random.default_rng(seed).permutation(rows.shape[0])])
             for seed in SHUFFLE_SEEDS]
 
 
@@ -85,7 +86,7 @@ def test_a_peak_below_the_old_fixed_threshold_is_found(rows, shuffled_scans):
     base = rows[rng.permutation(520)]  # no structure left
     n = np.arange(520)[:, None]
     wave = np.hstack([np.cos(2 * np.pi * n / 10), np.sin(2 * np.pi * n / 10)]) @ rng.normal(size=(2, 384))
-    scan = fr.outlier_scan(base + 0.6 * base.std() / np.sqrt(520) * wave)
+    scan = ol.outlier_scan(base + 0.6 * base.std() / np.sqrt(520) * wave)
     pr = scan.prominence[scan.ks == 52][0]
     assert 1.6 < pr < 2.0
     assert [o.k for o in scan.outliers] == [52]
