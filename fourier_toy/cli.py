@@ -5,12 +5,65 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from fourier_toy import config as config_mod
 from fourier_toy.errors import FourierToyError
 
 EXIT_USAGE = 2
+
+# The last lines of each command's --help: a command line that works as written (tests/test_cli.py
+# parses every one). Runs written by the train example are what the others read.
+EXAMPLES = {
+    None: ["fourier-toy train --preset quick --seed 1 --out runs/q1",
+           "fourier-toy lens runs/q1 --plot lens.png",
+           "fourier-toy reproduce --preset quick --open"],
+    "train": ["fourier-toy train --preset quick --seed 1 --out runs/q1"],
+    "eval": ["fourier-toy eval runs/q1 --split test"],
+    "export": ["fourier-toy export runs/q1 hf/q1"],
+    "reproduce": ["fourier-toy reproduce --preset quick --seeds 3 --out reproduce-quick --open"],
+    "spectrum": ["fourier-toy spectrum runs/q1 --plot spectrum.png"],
+    "lens": ["fourier-toy lens runs/q1 --split test --plot lens.png"],
+    "ablate": ["fourier-toy ablate runs/q1 --plot table1.png"],
+    "probe": ["fourier-toy probe runs/q1 --json"],
+    "sweep": ["printf 'preset = \"tiny\"\\n[grid]\\n\"embedding.kind\" = [\"learned\", \"fourier\"]\\nseed = [0, 1]\\n' > grid.toml",
+              "fourier-toy sweep grid.toml --workers 2 --out sweeps/grid"],
+    "sweep-report": ["fourier-toy sweep-report sweeps/grid"],
+    "bench": ["fourier-toy bench --configs S --backends numba --rounds 3"],
+    "pretrain-toy": ["fourier-toy pretrain-toy --numbers 121 --seed 0"],
+}
+
+
+def _help(command: str | None) -> dict:
+    """add_parser / ArgumentParser keywords: the example block as the epilog, kept as written."""
+    lines = EXAMPLES[command]
+    return {"epilog": ("examples:\n" if command is None else "example:\n") + "\n".join(f"  {line}" for line in lines),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def version() -> str:
+    """The installed distribution's version; the package's own when run from a source tree."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("fourier_toy")
+    except metadata.PackageNotFoundError:
+        from fourier_toy import __version__
+
+        return __version__
+
+
+class _Version(argparse.Action):
+    """--version, looked up only when given: importlib.metadata scans the installed packages, which
+    every other command would pay for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"fourier-toy {version()}")
+        parser.exit(0)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,17 +82,21 @@ def _config_from_args(args) -> config_mod.Config:
 
 
 def cmd_train(args) -> int:
+    from fourier_toy.experiments.progress import Progress, seconds_text
     from fourier_toy.training.loop import resume_config, train
 
+    show = Progress("train", args.progress)
+    t0 = time.perf_counter()
     if args.resume:
         if args.preset != "quick" or args.config or args.seed is not None:
             raise FourierToyError("--resume: the run's own config is used; only --set of budget keys may be given")
         run = Path(args.resume)
-        result = train(resume_config(run, args.set or []), run, resume=True, progress=args.progress)
+        result = train(resume_config(run, args.set or []), run, resume=True, progress=show.bars)
     else:
         cfg = _config_from_args(args)
         out = Path(args.out) if args.out else Path("runs") / f"{args.preset}-{cfg.embedding.kind}-seed{cfg.seed}"
-        result = train(cfg, out, force=args.force, progress=args.progress)
+        result = train(cfg, out, force=args.force, progress=show.bars)
+    show.stage(f"run done in {seconds_text(time.perf_counter() - t0)} s (step {result.step}, {result.stop_reason})")
     print(result.summary_line())
     return 0
 
@@ -135,28 +192,48 @@ def cmd_probe(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from fourier_toy.experiments.report import REPORT_MD
-    from fourier_toy.experiments.reproduce import reproduce
+    from fourier_toy.experiments.reproduce import report_url, reproduce
 
     summary = reproduce(preset=args.preset, seeds=args.seeds, out=args.out, source=args.source,
                         workers=args.workers, overrides=args.set or [], progress=args.progress)
-    print(f"report: {Path(summary['dir']) / REPORT_MD}")
+    print("verdicts:")
     for claim, verdict in summary["verdicts"].items():
         print(f"  {claim}: {verdict}")
+    url = report_url(summary["dir"])
+    print(f"report: {url}")  # last, where a terminal makes it one click away
+    if args.open:
+        _open_in_browser(url)
     return 0
+
+
+def _open_in_browser(url: str) -> None:
+    """Open `url` in the default browser; on a machine without one (a server, CI) say so and go on:
+    the report is written and its URL printed either way."""
+    import webbrowser
+
+    try:
+        opened = webbrowser.open(url)
+    except (webbrowser.Error, OSError):
+        opened = False
+    if not opened:
+        print(f"note: --open: no browser available here; open {url} on a machine that has one", file=sys.stderr)
 
 
 def cmd_sweep(args) -> int:
     """Progress lines to stderr, the summary to stdout; default OUT: sweeps/<GRID file stem>.
     Exit status 0 when every run succeeded, 1 when any failed."""
     from fourier_toy.errors import ConfigError
-    from fourier_toy.experiments.sweep import describe_values, format_record, run_sweep
+    from fourier_toy.experiments.progress import Progress, seconds_text
+    from fourier_toy.experiments.sweep import describe_values, run_sweep
 
     if args.scheduler is not None and args.workers is not None:
         raise ConfigError("--workers: not used with --scheduler (the cluster's workers train the runs)")
     out = Path(args.out) if args.out else Path("sweeps") / Path(args.grid).stem
-    result = run_sweep(args.grid, out, workers=args.workers, scheduler=args.scheduler,
-                       on_result=lambda rec: print(format_record(rec), file=sys.stderr, flush=True))
+    show = Progress("sweep", args.progress)
+    with show:
+        result = run_sweep(args.grid, out, workers=args.workers, scheduler=args.scheduler,
+                           on_start=show.start, on_result=show.result)
+    show.stage(f"{len(result.records)} runs done in {seconds_text(result.seconds)} s ({len(result.failed)} failed)")
     print(result.summary_line())
     for rec in result.failed:
         print(f"failed {rec['id']} {describe_values(rec['values'])}: {rec.get('error')}")
@@ -175,10 +252,12 @@ def cmd_sweep_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="fourier-toy", description=__doc__)
+    p = _Parser(prog="fourier-toy", description=__doc__, **_help(None))
+    p.add_argument("--version", action=_Version, help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    progress_help = "progress bar (default: when stderr is a terminal; otherwise a line per finished run)"
 
-    t = sub.add_parser("train", help="train one model into a run directory")
+    t = sub.add_parser("train", help="train one model into a run directory", **_help("train"))
     t.add_argument("--preset", default="quick", help=f"one of {', '.join(config_mod.PRESETS)} (default quick)")
     t.add_argument("--config", help="a TOML file with [task], [model], [embedding], [train] tables")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one value (repeatable)")
@@ -188,23 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/PRESET-EMBEDDING-seedN)")
     t.add_argument("--resume", metavar="RUN", help="continue a run directory bit-identically")
     t.add_argument("--force", action="store_true", help="replace an existing run directory")
-    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: when stderr is a terminal)")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=progress_help)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a run on one split")
+    e = sub.add_parser("eval", help="evaluate a run on one split", **_help("eval"))
     e.add_argument("run")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
 
-    x = sub.add_parser("export", help="write a run as a Hugging Face GPT-2 folder")
+    x = sub.add_parser("export", help="write a run as a Hugging Face GPT-2 folder", **_help("export"))
     x.add_argument("run")
     x.add_argument("out")
     x.add_argument("--force", action="store_true", help="replace an existing folder")
     x.set_defaults(func=cmd_export)
 
-    r = sub.add_parser("reproduce", help="the paper's experiments in toy form, with report.md and figures")
+    r = sub.add_parser("reproduce", help="the paper's experiments in toy form, with report.md and figures",
+                       **_help("reproduce"))
     r.add_argument("--preset", default="quick", help="quick (minutes) or paper (p = 521)")
     r.add_argument("--seeds", type=int, default=5)
     r.add_argument("--out", help="output directory (default reproduce-PRESET)")
@@ -212,14 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pre-trained number rows: 'toy' (built in), a .npy/.npz, a GPT-2 folder or a run")
     r.add_argument("--workers", type=int, help="worker processes (default: the number of cores)")
     r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one value (repeatable)")
-    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=progress_help)
+    r.add_argument("--open", action="store_true", help="open the report in the default web browser at the end")
     r.set_defaults(func=cmd_reproduce)
 
     for name, func, what, help_ in (("spectrum", cmd_spectrum, "source", "Fourier spectrum of number rows (run or .npy)"),
                                     ("lens", cmd_lens, "run", "logit lens and module-logit bands of a run"),
                                     ("ablate", cmd_ablate, "run", "Table 1 analogue: the null-space filters"),
                                     ("probe", cmd_probe, "source", "linear probes for n mod 2, 5, 10")):
-        d = sub.add_parser(name, help=help_)
+        d = sub.add_parser(name, help=help_, **_help(name))
         d.add_argument(what)
         if name != "spectrum":
             d.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -229,23 +309,26 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--plot", metavar="FILE.png", help="also write the figure")
         d.set_defaults(func=func)
 
-    sw = sub.add_parser("sweep", help="run a grid of runs (GRID.toml) on local workers or a Dask cluster")
+    sw = sub.add_parser("sweep", help="run a grid of runs (GRID.toml) on local workers or a Dask cluster",
+                        **_help("sweep"))
     sw.add_argument("grid")
     sw.add_argument("--workers", type=int)
     sw.add_argument("--scheduler", metavar="tcp://HOST:PORT")
     sw.add_argument("--out")
+    sw.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=progress_help)
     sw.set_defaults(func=cmd_sweep)
-    sr = sub.add_parser("sweep-report", help="aggregate a sweep directory")
+    sr = sub.add_parser("sweep-report", help="aggregate a sweep directory", **_help("sweep-report"))
     sr.add_argument("dir")
     sr.set_defaults(func=cmd_sweep_report)
 
     from fourier_toy.bench import throughput as bench
 
-    b = sub.add_parser("bench", help="training/evaluation throughput, bench-v1 (S, M, L)")
+    b = sub.add_parser("bench", help="training/evaluation throughput, bench-v1 (S, M, L)", **_help("bench"))
     bench.add_arguments(b)
     b.set_defaults(func=bench.cmd_bench)
 
-    pt = sub.add_parser("pretrain-toy", help="pre-train (or fetch from the cache) the built-in 'toy' source")
+    pt = sub.add_parser("pretrain-toy", help="pre-train (or fetch from the cache) the built-in 'toy' source",
+                        **_help("pretrain-toy"))
     pt.add_argument("--numbers", type=int, default=121, help="how many numbers the rows must cover")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--no-cache", action="store_true")

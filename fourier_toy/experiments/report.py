@@ -1,7 +1,8 @@
 """The reproduce report: each claim of the paper beside the toy's numbers, with its verdict.
 
 Reads a reproduce sweep directory (sweep.json, runs/<id>/{summary,diagnostics}.json,
-metrics.jsonl) and writes report.md, summary.json and figures/*.png into it. The verdicts and their
+metrics.jsonl) and writes report.md, summary.json and figures/*.png into it, and report.html, the
+same report as one self-contained page (report_html.py). The verdicts and their
 criteria come from the claims registry (claims.py), the same one the tests read; this module only
 gathers the tables each claim's section shows.
 """
@@ -16,6 +17,7 @@ import numpy as np
 
 from fourier_toy.experiments import claims
 from fourier_toy.experiments import paper as ref
+from fourier_toy.experiments import report_html
 from fourier_toy.errors import CheckpointError
 from fourier_toy.experiments.sweep import FIGURES, RUNS, SWEEP
 from fourier_toy.runs.layout import CONFIG, DIAGNOSTICS, SUMMARY
@@ -332,8 +334,14 @@ def figures(summary: dict, out: Path) -> None:
 def write(out, extra: dict | None = None) -> dict:
     out = Path(out)
     summary = {**build(out), **(extra or {})}
+    if "preset" not in summary:
+        # Re-reporting a directory (report.write without reproduce's extra): its sweep.json knows the
+        # preset, which the command in report.html needs.
+        summary["preset"] = json.loads((out / SWEEP).read_text()).get("preset")
     figures(summary, out)
     summary["verdicts"] = _verdicts(summary)
     atomic_write_json(out / REPORT_SUMMARY, summary)
-    atomic_write_text(out / REPORT_MD, markdown(summary))
+    text = markdown(summary)
+    atomic_write_text(out / REPORT_MD, text)
+    report_html.write(out, summary, text)
     return summary

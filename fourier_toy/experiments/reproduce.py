@@ -8,11 +8,37 @@ runs are kept, interrupted ones are trained again.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from fourier_toy.experiments import conditions as experiments
 from fourier_toy.experiments import report
+from fourier_toy.experiments import report_html
 from fourier_toy.experiments import sweep
+from fourier_toy.experiments.progress import Progress, seconds_text
+
+# The report to open, best first: report.html when the report writes one, else report.md.
+REPORT_FILES = ("report.html", report.REPORT_MD)
+
+
+def report_file(out) -> Path:
+    """The absolute path of the reproduce directory's report (see REPORT_FILES)."""
+    out = Path(out).resolve()
+    return next((out / name for name in REPORT_FILES if (out / name).is_file()), out / report.REPORT_MD)
+
+
+def report_url(out) -> str:
+    """The report as a file:// URL, which terminals and notebooks make clickable."""
+    return report_file(out).as_uri()
+
+
+def code_stamp() -> str:
+    """The digest of the package's sources that made these numbers: with the same sources (and
+    machine), the same config and seeds give the same bits, so a directory with this stamp can be
+    judged again without training again."""
+    from fourier_toy.fast import package_stamp
+
+    return package_stamp().hex()
 
 
 def reproduce(preset: str = "quick", seeds: int = experiments.DEFAULT_SEEDS, out=None, source: str = "toy", workers: int | None = None,
@@ -20,29 +46,30 @@ def reproduce(preset: str = "quick", seeds: int = experiments.DEFAULT_SEEDS, out
     grid = experiments.grid(preset, seeds, source, overrides)
     out = Path(out) if out else Path(f"reproduce-{preset}")
     points = sweep.expand(grid)  # validates every point before anything runs
+    show = Progress("reproduce", progress)
+    t0 = time.perf_counter()
     if source == "toy":
         # Pre-train (or load) the built-in source once here, so the workers find it in the cache.
         from fourier_toy.training.toy_source import toy_number_rows
 
         toy_number_rows(points[0].config.task.n_numbers)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(points), disable=not progress, unit="run", desc="reproduce", dynamic_ncols=True)
-
-    def on_result(rec):
-        bar.update(1)
-        bar.set_postfix_str(f"{rec['values']['condition']['name']} seed {rec['values']['seed']}: "
-                            f"{rec.get('status')}, test acc {rec.get('test_acc') or 0:.3f}")
-
-    result = sweep.run_sweep(grid, out, workers=workers, runner=experiments.train_and_diagnose,
-                             on_result=on_result)
-    bar.close()
+        show.stage("toy source ready", time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    with show:
+        result = sweep.run_sweep(grid, out, workers=workers, runner=experiments.train_and_diagnose,
+                                 on_start=show.start, on_result=show.result)
     for p, rec in zip(points, result.records):
         if rec.get("reused") and rec.get("status") == "ok":
             experiments.ensure_diagnosed(out / sweep.RUNS / p.run_id)
-    for rec in result.failed:
-        print(f"failed: {rec['values']}: {rec.get('error')}", file=sys.stderr)
-    return report.write(out, extra={"sweep": {"seconds": result.seconds, "n_ran": result.n_ran,
-                                              "n_reused": result.n_reused, "n_failed": len(result.failed)}})
+    kept = f", {result.n_reused} already finished" if result.n_reused else ""
+    show.stage(f"{len(result.records)} runs done in {seconds_text(time.perf_counter() - t0)} s "
+               f"({len(result.failed)} failed{kept})")
+    if show.bars:  # in line mode each failure already had its line
+        for rec in result.failed:
+            print(f"failed: {rec['values']}: {rec.get('error')}", file=sys.stderr)
+    summary = report.write(out, extra={"sweep": {"seconds": result.seconds, "n_ran": result.n_ran,
+                                              "n_reused": result.n_reused, "n_failed": len(result.failed)},
+                                       "preset": preset, "code": code_stamp(),
+                                       "command": report_html.reproduce_command(preset, seeds, source, overrides)})
+    show.stage(f"report written: {report_file(out)}")
+    return summary

@@ -482,12 +482,15 @@ class SweepResult:
 
 def run_sweep(grid: Grid | str | os.PathLike, out, workers: int | None = None, scheduler=None,
               on_result: Callable[[dict], None] | None = None,
-              runner: Callable[[dict, str, Any], dict] = run_point) -> SweepResult:
+              runner: Callable[[dict, str, Any], dict] = run_point,
+              on_start: Callable[[int, int], None] | None = None) -> SweepResult:
     """Train every point of `grid` into `out`, reusing finished runs.
 
     workers: processes on this machine (default: the number of cores); 0 trains in this process.
     scheduler: a Dask scheduler address (tcp://HOST:PORT) or a distributed.Client; overrides workers.
-    on_result: called with each run's record as it ends (for progress output).
+    on_result: called with each run's record as it ends (for progress output; see progress.py).
+    on_start: called once with (runs to train, finished runs kept) before the first run starts, so
+    a progress bar knows its length before minutes of training go by.
     runner: the function that trains one point, `run_point` or a module-level function with its
     signature (it must be importable by the worker processes).
     """
@@ -502,13 +505,13 @@ def run_sweep(grid: Grid | str | os.PathLike, out, workers: int | None = None, s
     out = Path(out)
     client, own_client = _connect(scheduler) if scheduler is not None else (None, False)
     try:
-        return _sweep(grid, points, out, workers, client, on_result, runner, t0)
+        return _sweep(grid, points, out, workers, client, on_result, runner, t0, on_start)
     finally:
         if own_client:
             client.close()
 
 
-def _sweep(grid, points, out, workers, client, on_result, runner, t0) -> SweepResult:
+def _sweep(grid, points, out, workers, client, on_result, runner, t0, on_start=None) -> SweepResult:
     from fourier_toy.runs.files import append_jsonl, atomic_write_json, atomic_write_text
 
     if out.exists() and not out.is_dir():
@@ -532,6 +535,8 @@ def _sweep(grid, points, out, workers, client, on_result, runner, t0) -> SweepRe
                 shutil.rmtree(p.run_dir)  # interrupted: start over
             pending.append(p)
 
+    if on_start is not None:
+        on_start(len(pending), len(points) - len(pending))
     if not pending:
         stream = iter(())
     elif client is not None:

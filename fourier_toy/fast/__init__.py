@@ -3,6 +3,7 @@
 Exports `ENGINE` (fast/engine.py's Engine): attach it to a model as `GPT(cfg, p, engine=ENGINE)`
 (training.make_gpt does so for `model.backend = "numba"`) and give AdamW its update rule as
 `AdamW(..., update=ENGINE.adamw)`. `ENGINE.warmup()` compiles every kernel ahead of time.
+`package_stamp()` is the digest of the package's sources that keys the compiled-code cache.
 `limit_threads(n, blas=...)` (threads.py) sets this process's BLAS, OpenMP and numba thread counts.
 The rest of this package is private to it:
   jit.py          the compile policy, the float32 exp/tanh, the cache stamp over the whole package
@@ -19,6 +20,7 @@ The rest of this package is private to it:
 """
 
 from fourier_toy.fast.engine import ENGINE, Engine
+from fourier_toy.fast.jit import package_stamp
 from fourier_toy.fast.threads import limit_threads
 
-__all__ = ["ENGINE", "Engine", "limit_threads"]
+__all__ = ["ENGINE", "Engine", "package_stamp", "limit_threads"]
