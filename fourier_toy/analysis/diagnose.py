@@ -28,6 +28,7 @@ from fourier_toy.analysis import fourier
 from fourier_toy.analysis import outliers
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.analysis.filters import ablation_table, single_pass
+from fourier_toy.analysis.fourier import KEY_PERIODS
 from fourier_toy.analysis.lens import logit_lens, module_spectra, residual_last
 from fourier_toy.analysis.probes import probe_mod
 
@@ -45,7 +46,6 @@ __all__ = [
     "format_probe",
 ]
 
-KEY_PERIODS = (2.0, 2.5, 5.0, 10.0)
 PROBE_PERIODS = (2, 5, 10)
 
 

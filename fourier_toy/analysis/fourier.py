@@ -38,7 +38,12 @@ import numpy as np
 
 from fourier_toy.errors import ConfigError, DataError
 
+# The periods of GPT-2's Fourier features (PAPER.md section 4): every analysis that looks for them
+# reads them here (experiments/paper.py quotes the paper's statement of them).
+KEY_PERIODS = (2.0, 2.5, 5.0, 10.0)
+
 __all__ = [
+    "KEY_PERIODS",
     "FourierBasis",
     "exact_basis",
     "paper_basis",

@@ -20,14 +20,13 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from fourier_toy.errors import DataError
-from fourier_toy.analysis.fourier import format_period
+from fourier_toy.analysis.fourier import KEY_PERIODS, format_period
 from fourier_toy.runs.files import atomic_write_bytes, read_jsonl
 from fourier_toy.runs.layout import METRICS
 
 __all__ = ["KEY_PERIODS", "mean_band", "plot_spectrum", "plot_spectra", "plot_module_spectra", "plot_lens",
            "plot_lenses", "plot_ablation", "plot_errors", "plot_probes", "plot_training", "plot_bench"]
 
-KEY_PERIODS = (2.0, 2.5, 5.0, 10.0)
 # The reference bars beside the toy's (plot_ablation) are the paper's GPT-2-XL numbers (paper.py): the
 # legend names the model, so a figure shown on its own (a slide, report.html) says what it compares.
 PAPER_LABEL = "GPT-2-XL (paper)"

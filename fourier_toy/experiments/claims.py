@@ -31,6 +31,7 @@ from typing import Callable
 
 from scipy import stats as scipy_stats
 
+from fourier_toy.analysis import fourier
 from fourier_toy.experiments import paper
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
@@ -44,7 +45,7 @@ COMBINATION = ("not measurable when no check is measurable; inconclusive when an
                "reproduced when every check passes; partly when some pass; not reproduced when none does")
 # The frozen conditions whose number rows carry Fourier features: built with them, or pre-trained.
 FEATURED = ("fourier_frozen", "pretrained_frozen")
-KEY_PERIODS = ("10", "5", "2.5", "2")
+KEY_PERIODS = tuple(f"{T:g}" for T in sorted(fourier.KEY_PERIODS, reverse=True))  # as summary.json keys them
 
 
 # ---- statistics of one run (its summary.json) -----------------------------------------------------

@@ -83,7 +83,6 @@ def headline(diag: dict) -> dict:
     """The numbers report.py aggregates, from one run's full diagnostics."""
     spec = diag["spectrum"]["matrices"][0]  # wte's number rows
     key = {f"{k['period']:g}": k["prominence"] for k in spec["key_periods"]}
-    outlier_periods = {round(o["period"], 6) for o in spec["outliers"]}
     # Whether the outlier scan can find all of periods 10, 5, 2.5, 2 at this N; where it cannot,
     # n_key_outliers = 0 says nothing about the embedding.
     detectable = spec.get("key_periods_detectable")
@@ -99,7 +98,7 @@ def headline(diag: dict) -> dict:
     sp = diag["ablate"]["single_pass"][0]
     probes = {f"mod{p['T']}": p["kappa"] for p in diag["probe"]["embedding"][0]["probes"]}
     return {
-        "embedding": {"prominence": key, "n_key_outliers": sum(round(T, 6) in outlier_periods for T in (2, 2.5, 5, 10)),
+        "embedding": {"prominence": key, "n_key_outliers": sum(bool(k["outlier"]) for k in spec["key_periods"]),
                       "key_periods_detectable": bool(detectable), "high_frac": spec["high_frac"]},
         "modules": {"attn_high": _mean([m["attn_high"] for m in mods]), "mlp_high": _mean([m["mlp_high"] for m in mods]),
                     "attn_high_by_layer": [m["attn_high"] for m in mods],
