@@ -1,4 +1,5 @@
-"""The `fourier-toy` command line. Bad input prints one line naming the field and exits 2."""
+"""The `fourier-toy` command line. Bad input prints one line naming the field and exits 2; a run that
+failed (a diverged `train`, any failed run of `sweep` or `reproduce`) exits 1, after writing what it can."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fourier_toy import config as config_mod
 from fourier_toy.errors import FourierToyError
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1  # valid input, but a run failed or diverged (not bad input: the config is fine)
 
 # The last lines of each command's --help: a command line that works as written (tests/test_cli.py
 # parses every one). Runs written by the train example are what the others read.
@@ -98,6 +100,9 @@ def cmd_train(args) -> int:
         result = train(cfg, out, force=args.force, progress=show.bars)
     show.stage(f"run done in {seconds_text(time.perf_counter() - t0)} s (step {result.step}, {result.stop_reason})")
     print(result.summary_line())
+    if result.stop_reason == "diverged":
+        print(f"error: {result.divergence_line()}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -142,15 +147,20 @@ def cmd_pretrain_toy(args) -> int:
 
 def _diagnostic(args, report_fn, format_fn, plot_fns) -> int:
     """Shared by spectrum / lens / ablate / probe: a table, or JSON, and optionally a figure."""
+    from fourier_toy.analysis.plots import check_plot_path
+
+    paths = []
+    if args.plot:  # checked before any work: a figure never overwrites a file that is not one of ours
+        path = check_plot_path(args.plot)
+        paths = [check_plot_path(path if not suffix else path.with_name(f"{path.stem}_{suffix}{path.suffix}"))
+                 for _, suffix in plot_fns]
     rep = report_fn()
     if args.json:
         print(json.dumps(rep, sort_keys=True))
     else:
         print(format_fn(rep))
-    if args.plot:
-        for fn, suffix in plot_fns:
-            path = Path(args.plot)
-            fn(rep, path if not suffix else path.with_name(f"{path.stem}_{suffix}{path.suffix}"))
+    for (fn, _), path in zip(plot_fns, paths):
+        fn(rep, path)
     return 0
 
 
@@ -203,6 +213,12 @@ def cmd_reproduce(args) -> int:
     print(f"report: {url}")  # last, where a terminal makes it one click away
     if args.open:
         _open_in_browser(url)
+    failed = summary.get("failed_runs") or []
+    if failed:
+        print(f"error: {len(failed)} run(s) failed (listed in the report): "
+              + "; ".join(f"{f['condition']} seed {f['seed']}: {f['error']}" for f in failed[:3])
+              + ("; ..." if len(failed) > 3 else ""), file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -224,7 +240,8 @@ def cmd_sweep(args) -> int:
     Exit status 0 when every run succeeded, 1 when any failed."""
     from fourier_toy.errors import ConfigError
     from fourier_toy.experiments.progress import Progress, seconds_text
-    from fourier_toy.experiments.sweep import describe_values, run_sweep
+    from fourier_toy.experiments.grid import describe_values
+    from fourier_toy.experiments.sweep import run_sweep
 
     if args.scheduler is not None and args.workers is not None:
         raise ConfigError("--workers: not used with --scheduler (the cluster's workers train the runs)")
@@ -238,7 +255,7 @@ def cmd_sweep(args) -> int:
     for rec in result.failed:
         print(f"failed {rec['id']} {describe_values(rec['values'])}: {rec.get('error')}")
     print(f"aggregate with: fourier-toy sweep-report {out}")
-    return 0 if result.ok else 1
+    return 0 if result.ok else EXIT_FAILED
 
 
 def cmd_sweep_report(args) -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fourier_toy.config import RNG_SPLITS, TaskConfig
-from fourier_toy.errors import DataError
+from fourier_toy.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 
@@ -103,6 +103,11 @@ def make_splits(cfg: TaskConfig, seed: int) -> dict[str, Split]:
     n_val = int(round(cfg.split[1] * n))
     n_val = min(n_val, n - n_train)
     bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
+    if n_train < 1:
+        # Nothing to train on: every epoch would be empty. (val and test may be empty: the runs then
+        # report no accuracy on them.)
+        raise ConfigError(f"task.split: {list(cfg.split)} of {n} pairs leaves the training split empty "
+                          f"(val {n_val}, test {n - n_val}); it needs at least one pair")
     vocab = Vocab(cfg.n_numbers)
     out = {}
     for name, (lo, hi) in bounds.items():

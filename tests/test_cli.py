@@ -17,6 +17,7 @@ import fourier_toy
 from fourier_toy import cli
 from fourier_toy.experiments import progress as progress_mod
 from fourier_toy.experiments import reproduce as reproduce_mod
+from fourier_toy.experiments import grid as grid_mod
 from fourier_toy.experiments import sweep
 from fourier_toy.experiments.progress import Progress, bars_wanted
 
@@ -172,7 +173,7 @@ def test_reproduce_off_a_terminal_prints_runs_and_stages(tmp_path, monkeypatch, 
     monkeypatch.setattr(toy_source, "toy_number_rows", lambda n: None)
 
     def fake_sweep(grid, out, workers=None, runner=None, on_start=None, on_result=None):
-        points = sweep.expand(grid)
+        points = grid_mod.expand(grid)
         on_start(len(points), 0)
         records = []
         for i, p in enumerate(points, 1):

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fourier_toy.config import TaskConfig
-from fourier_toy.errors import DataError
+from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.task import SPLITS, Vocab, all_pairs, make_splits
 
 splits_st = st.sampled_from([[0.8, 0.1, 0.1], [0.5, 0.25, 0.25], [1.0, 0.0, 0.0], [0.6, 0.4, 0.0]])
@@ -75,3 +75,9 @@ def test_decode_rejects_foreign_sequences():
         Vocab(11).decode([[1, 2, 3, 4]])
     with pytest.raises(DataError):
         Vocab(11).encode([11], [0])
+
+
+def test_an_empty_training_split_is_a_config_error():
+    """No training pair would make every epoch empty: refused up front, naming task.split."""
+    with pytest.raises(ConfigError, match=r"task\.split: .* leaves the training split empty \(val 33, test 33\)"):
+        make_splits(TaskConfig(max_operand=10, split=[0.001, 0.5, 0.499]), 0)

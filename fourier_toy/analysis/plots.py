@@ -22,7 +22,9 @@ from matplotlib.figure import Figure
 from fourier_toy.errors import DataError
 from fourier_toy.analysis.fourier import KEY_PERIODS, format_period
 from fourier_toy.runs.files import atomic_write_bytes, read_jsonl
-from fourier_toy.runs.layout import METRICS
+from fourier_toy.runs.layout import CONFIG, DIAGNOSTICS, METRICS, MODEL, STATE, SUMMARY, is_run_dir
+
+RUN_FILES = (CONFIG, METRICS, MODEL, STATE, SUMMARY, DIAGNOSTICS)
 
 __all__ = ["KEY_PERIODS", "mean_band", "plot_spectrum", "plot_spectra", "plot_module_spectra", "plot_lens",
            "plot_lenses", "plot_ablation", "plot_errors", "plot_probes", "plot_training", "plot_bench"]
@@ -40,11 +42,51 @@ def _new(n_rows: int = 1, n_cols: int = 1, size=(8.0, 4.0), **kw):
     return fig, axes
 
 
+SOFTWARE = "fourier_toy"  # the PNG tEXt "Software" entry of every figure saved here
+
+
 def _save(fig: Figure, path) -> Path:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": SOFTWARE})
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def is_our_png(path) -> bool:
+    """Whether `path` is a PNG saved here: its tEXt chunk "Software" says fourier_toy."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return False
+            while True:
+                head = f.read(8)
+                if len(head) < 8:
+                    return False
+                length, kind = int.from_bytes(head[:4], "big"), head[4:]
+                if kind in (b"IDAT", b"IEND") or length > 1 << 20:
+                    return False
+                data = f.read(length)
+                f.read(4)  # CRC
+                if kind == b"tEXt" and data.partition(b"\0")[::2] == (b"Software", SOFTWARE.encode()):
+                    return True
+    except OSError:
+        return False
+
+
+def check_plot_path(path, flag: str = "--plot") -> Path:
+    """Refuse (DataError) a figure path that would overwrite something that is not ours: it must end
+    in .png, may not name a run directory's own file, and may replace an existing file only if it
+    is a PNG saved here."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise DataError(f"{flag}: {str(path)!r} must end in .png")
+    if is_run_dir(path.parent) and path.name in RUN_FILES:
+        raise DataError(f"{flag}: {str(path)!r} is a file of the run {str(path.parent)!r}; choose another path")
+    if path.exists() or path.is_symlink():
+        if path.is_symlink() or not path.is_file() or not is_our_png(path):
+            raise DataError(f"{flag}: {str(path)!r} exists and is not a figure fourier_toy wrote; "
+                            f"refusing to overwrite it (choose a new .png path)")
+    return path
 
 
 def _key_ks(denominator: int, n_freqs: int) -> list[tuple[float, float]]:

@@ -62,7 +62,7 @@ DEFAULT_SEEDS = 5
 
 def grid(preset: str = "quick", seeds: int = DEFAULT_SEEDS, source: str = "toy", overrides=()):
     """The reproduce grid: conditions x seeds on the preset, with the experiment budget."""
-    from fourier_toy.experiments.sweep import Grid
+    from fourier_toy.experiments.grid import Grid
 
     if preset not in EXPERIMENT_TRAIN:
         raise ConfigError(f"--preset: expected one of {', '.join(EXPERIMENT_TRAIN)}, got {preset!r}")

@@ -43,7 +43,7 @@ def one_line(text: Any) -> str:
 def run_label(values: dict) -> str:
     """A grid point by its values: a named condition by its name, the seed as `seed N`, anything
     else as key=value (as in GRID.toml)."""
-    from fourier_toy.experiments.sweep import show_value
+    from fourier_toy.experiments.grid import show_value
 
     parts = []
     for key, value in values.items():

@@ -19,9 +19,9 @@ from fourier_toy.experiments import claims
 from fourier_toy.experiments import paper as ref
 from fourier_toy.experiments import report_html
 from fourier_toy.errors import CheckpointError
-from fourier_toy.experiments.sweep import FIGURES, RUNS, SWEEP
+from fourier_toy.experiments.sweep import FIGURES, RESULTS, RUNS, SWEEP
 from fourier_toy.runs.layout import CONFIG, DIAGNOSTICS, SUMMARY
-from fourier_toy.runs.files import atomic_write_json, atomic_write_text
+from fourier_toy.runs.files import atomic_write_json, atomic_write_text, read_jsonl
 
 # What `write` adds to the reproduce (sweep) directory, besides FIGURES/*.png.
 REPORT_MD, REPORT_SUMMARY = "report.md", "summary.json"
@@ -49,6 +49,33 @@ def load_runs(out: Path) -> dict[str, list[dict]]:
         by_cond.setdefault(cond["name"], []).append({"seed": run["values"]["seed"], "summary": summary, "dir": d,
                                                      "condition": cond})
     return by_cond
+
+
+def failed_runs(out: Path) -> list[dict]:
+    """The runs the sweep's results.jsonl records as failed, in grid order: id, condition, seed and
+    the first line of the error."""
+    try:
+        records = read_jsonl(out / RESULTS)
+    except CheckpointError:
+        return []
+    failed = []
+    for rec in records:
+        if rec.get("status") == "ok":
+            continue
+        values = rec.get("values") or {}
+        cond = values.get("condition")
+        error = str(rec.get("error") or rec.get("stop_reason") or "failed").strip().splitlines()
+        failed.append({"id": rec.get("id"), "condition": cond.get("name") if isinstance(cond, dict) else cond,
+                       "seed": values.get("seed"), "error": error[0] if error else "failed"})
+    return failed
+
+
+def blocked_claims(failed: list[dict]) -> dict[str, list[str]]:
+    """Claim id -> the conditions it reads that have a failed run: with a seed missing, the claim
+    is not measurable (its t intervals would be over other seeds than the grid's)."""
+    bad = {f["condition"] for f in failed}
+    return {c.id: [name for name in c.conditions if name in bad] for c in claims.CLAIMS
+            if any(name in bad for name in c.conditions)}
 
 
 def _vals(runs, fn) -> list[float]:
@@ -171,10 +198,20 @@ def _scratch_rows(runs) -> dict:
 def build(out) -> dict:
     out = Path(out)
     runs = load_runs(out)
+    failed = failed_runs(out)
+    blocked = blocked_claims(failed)
     if not runs:
+        if failed:  # every run failed: the report is the list of failures
+            judged = {cid: {**c, "verdict": claims.NOT_MEASURABLE, "not_measurable_because": blocked.get(cid, [])}
+                      for cid, c in claims.judge_all({}).items()}
+            return {"dir": str(out), "conditions": [], "claims": judged, "failed_runs": failed,
+                    "not_measurable": blocked, "no_runs": True}
         raise CheckpointError(f"DIR: {str(out)!r} has no finished, diagnosed runs yet")
     first = next(iter(runs.values()))[0]["summary"]["diagnostics"]["basis"]
     judged = claims.judge_all({name: [r["summary"] for r in rs] for name, rs in runs.items()})
+    for cid, conds in blocked.items():
+        judged[cid].update(verdict_measured=judged[cid]["verdict"], verdict=claims.NOT_MEASURABLE,
+                           not_measurable_because=conds)
     tables = {
         "embedding_spectra": {"rows": rows_spectra(runs)},
         "rescue": {"rows": rows_rescue(runs)},
@@ -195,7 +232,8 @@ def build(out) -> dict:
                       "model": cfg["model"], "train": cfg["train"], "basis": first,
                       "source": next((r["condition"].get("embedding.source") for rs in runs.values() for r in rs
                                       if r["condition"].get("embedding.source")), None)},
-            "claims": {cid: {**judged[cid], **tables[cid]} for cid in judged}, "main_table1": main_t1}
+            "claims": {cid: {**judged[cid], **tables[cid]} for cid in judged}, "main_table1": main_t1,
+            "failed_runs": failed, "not_measurable": blocked}
 
 
 def first_dir(runs) -> Path:
@@ -226,13 +264,43 @@ def _checks_table(claim: dict) -> list[str]:
 
 
 def _section(claim: dict, body: list[str]) -> list[str]:
+    if claim.get("not_measurable_because"):
+        body = [f"Not measurable: runs of {', '.join(claim['not_measurable_because'])} failed (see Failed runs); "
+                f"the runs that finished alone give: {claim.get('verdict_measured', '-')}.", "", *body]
     return [f'<a id="{_anchor(claim)}"></a>', f"## {claim['number']}. {claim['title']}", "",
             f"GPT-2: {claim['gpt2']}.", "", *body,
             f"Verdict: **{claim['verdict']}**.", "", *_checks_table(claim),
             f"Criterion: {claim['criterion']}", ""]
 
 
+def _failed_section(summary: dict) -> list[str]:
+    """The failed runs and the claims they leave not measurable (empty when every run finished)."""
+    failed = summary.get("failed_runs") or []
+    if not failed:
+        return []
+    c = summary["claims"]
+    blocked = summary.get("not_measurable") or {}
+    lines = ["## Failed runs", "", f"{len(failed)} run(s) failed; the verdicts leave them out.", "",
+             _table(["condition", "seed", "run", "error"],
+                    [[f["condition"], f["seed"], f"`{f['id']}`", f["error"].replace("|", "/")] for f in failed]), ""]
+    if blocked:
+        lines += ["Claims not measurable because of them: "
+                  + "; ".join(f"{c[cid]['number']}. {c[cid]['title']} ({', '.join(conds)})"
+                              for cid, conds in sorted(blocked.items(), key=lambda kv: c[kv[0]]["number"])) + ".", ""]
+    return lines
+
+
+def _markdown_failed_only(summary: dict) -> str:
+    c = summary["claims"]
+    return "\n".join(["# fourier_toy reproduce report", "", "No run finished, so no claim could be measured.", "",
+                      *_failed_section(summary), "## Verdicts", "",
+                      _table(["claim", "verdict"], [[f"{x['number']}. {x['title']}", f"**{x['verdict']}**"]
+                                                    for x in sorted(c.values(), key=lambda x: x["number"])]), ""])
+
+
 def markdown(summary: dict) -> str:
+    if summary.get("no_runs"):
+        return _markdown_failed_only(summary)
     c, s = summary["claims"], summary["setup"]
     conds = summary["conditions"]
     m = s["model"]
@@ -249,6 +317,7 @@ def markdown(summary: dict) -> str:
         "## Verdicts", "",
         _table(["claim", "verdict"], [[f"[{x['number']}. {x['title']}](#{_anchor(x)})", f"**{x['verdict']}**"]
                                       for x in sorted(c.values(), key=lambda x: x["number"])]), "",
+        *_failed_section(summary),
     ]
     sp = c["embedding_spectra"]
     lines += _section(sp, [
@@ -334,6 +403,12 @@ def figures(summary: dict, out: Path) -> None:
 def write(out, extra: dict | None = None) -> dict:
     out = Path(out)
     summary = {**build(out), **(extra or {})}
+    if summary.get("no_runs"):  # every run failed: report.md and summary.json list them, nothing else
+        summary["verdicts"] = _verdicts(summary)
+        atomic_write_json(out / REPORT_SUMMARY, summary)
+        atomic_write_text(out / REPORT_MD, markdown(summary))
+        (out / report_html.REPORT_HTML).unlink(missing_ok=True)  # an older run's page would contradict it
+        return summary
     if "preset" not in summary:
         # Re-reporting a directory (report.write without reproduce's extra): its sweep.json knows the
         # preset, which the command in report.html needs.

@@ -15,6 +15,7 @@ from fourier_toy.experiments import conditions as experiments
 from fourier_toy.experiments import report
 from fourier_toy.experiments import report_html
 from fourier_toy.experiments import sweep
+from fourier_toy.experiments.grid import expand
 from fourier_toy.experiments.progress import Progress, seconds_text
 
 # The report to open, best first: report.html when the report writes one, else report.md.
@@ -45,7 +46,7 @@ def reproduce(preset: str = "quick", seeds: int = experiments.DEFAULT_SEEDS, out
               overrides=(), progress: bool | None = None) -> dict:
     grid = experiments.grid(preset, seeds, source, overrides)
     out = Path(out) if out else Path(f"reproduce-{preset}")
-    points = sweep.expand(grid)  # validates every point before anything runs
+    points = expand(grid)  # validates every point before anything runs
     show = Progress("reproduce", progress)
     t0 = time.perf_counter()
     if source == "toy":

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from fourier_toy.errors import CheckpointError
-from fourier_toy.experiments.sweep import (FIGURES, RESULTS, RUNS, SWEEP, canonical_json, describe_values, finished_summary, run_record, show_value)
+from fourier_toy.experiments.grid import canonical_json, describe_values, show_value
+from fourier_toy.experiments.records import finished_summary, run_record
+from fourier_toy.experiments.sweep import FIGURES, RESULTS, RUNS, SWEEP
 
 REPORT_JSON, REPORT_TXT, CURVES = "report.json", "report.txt", "sweep_curves.png"
 

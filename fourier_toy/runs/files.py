@@ -11,13 +11,20 @@ No pickle: tensors go through safetensors, the RNG state through JSON text store
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: the O_EXCL file alone
+    fcntl = None
 
 from fourier_toy.errors import CheckpointError, DataError, FourierToyError
 
@@ -25,11 +32,15 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
+    "replace_durably",
+    "file_sha256",
+    "remove_leftovers",
     "append_jsonl",
     "read_jsonl",
     "truncate_jsonl",
     "rng_state_to_array",
     "rng_from_array",
+    "DirLock",
 ]
 
 # Bit generators whose state is a JSON-representable dict of ints (no arrays).
@@ -130,6 +141,53 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     NaN/inf floats and unencodable objects raise CheckpointError before anything is written.
     """
     atomic_write_text(path, _dumps(obj, str(path), indent=2) + "\n")
+
+
+def replace_durably(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Rename ``src`` over ``dst`` (atomic on POSIX) and fsync the directory; CheckpointError naming
+    ``dst`` on failure."""
+    src, dst = Path(src), Path(dst)
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        raise CheckpointError(f"{dst}: cannot rename {src.name} over it ({exc.strerror or exc})") from None
+    fsync_dir(dst.parent)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes; CheckpointError naming the path when it cannot be read."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
+def remove_leftovers(directory: str | os.PathLike, names) -> list[str]:
+    """Delete the temporary files ``atomic_write_bytes`` leaves behind when a process is killed
+    mid-write (``.{name}.XXXXXXXX.tmp`` for each of ``names``); returns the names removed. Only the
+    directory's single writer may call this: another writer's file in progress would go too."""
+    directory = Path(directory)
+    removed = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    prefixes = tuple(f".{name}." for name in names)
+    for entry in entries:
+        if entry.name.startswith(prefixes) and entry.name.endswith(".tmp"):
+            try:
+                entry.unlink()
+                removed.append(entry.name)
+            except OSError:
+                pass
+    return removed
 
 
 # --------------------------------------------------------------------------- JSON lines
@@ -277,3 +335,111 @@ def rng_from_array(arr: np.ndarray) -> np.random.Generator:
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"rng state: invalid {name} state ({exc})") from None
     return np.random.Generator(bit_generator)
+
+
+# --------------------------------------------------------------------------- one writer per directory
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except OSError:
+        return True
+    return True
+
+
+def _lock_holder(text: str) -> tuple[int | None, str]:
+    """(pid, host) from a lock file's "pid host" text; (None, "") when it is not that."""
+    parts = text.split()
+    if len(parts) >= 2 and parts[0].isdigit():
+        return int(parts[0]), parts[1]
+    return None, ""
+
+
+class DirLock:
+    """An exclusive writer's lock on a directory: the file ``lock_path`` holding "PID HOST".
+
+    Created with O_CREAT|O_EXCL and held (with flock on Unix) until ``release``. A lock file left
+    by a process that is dead on this host is taken over; any other existing lock raises
+    CheckpointError naming its holder. ``what`` names the flag/path in the message.
+    """
+
+    def __init__(self, lock_path: str | os.PathLike, what: str):
+        self.path = Path(lock_path)
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> "DirLock":
+        host = socket.gethostname()
+        me = f"{os.getpid()} {host}\n".encode()
+        for _ in range(20):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                fd = self._take_over_stale(host)
+                if fd is None:
+                    continue  # the file went away meanwhile: try to create it again
+            except OSError as exc:
+                raise CheckpointError(f"{self.what}: cannot create the lock {self.path} "
+                                      f"({exc.strerror or exc})") from None
+            else:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # ours: only a stale-lock check can hold it briefly
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, me, 0)
+            os.fsync(fd)
+            self._fd = fd
+            return self
+        raise CheckpointError(f"{self.what}: cannot take the lock {self.path}; it keeps changing")
+
+    def _take_over_stale(self, host: str) -> int | None:
+        """An fd holding the existing lock file if its holder is dead on this host (None: the
+        file vanished); CheckpointError naming the holder otherwise."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    self._refuse(os.pread(fd, 256, 0).decode("utf-8", "replace"))
+            if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                os.close(fd)
+                return None  # released and re-created meanwhile
+            pid, holder_host = _lock_holder(os.pread(fd, 256, 0).decode("utf-8", "replace"))
+            if pid is None or holder_host != host or _pid_alive(pid):
+                self._refuse(os.pread(fd, 256, 0).decode("utf-8", "replace"))
+            return fd  # stale: its holder died without removing it
+        except FileNotFoundError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _refuse(self, text: str):
+        pid, host = _lock_holder(text)
+        holder = f"process {pid} on {host}" if pid is not None else "another process"
+        raise CheckpointError(f"{self.what}: in use by {holder} (lock {self.path}); one writer at a time "
+                              f"(if that process is gone, remove the lock file)")
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "DirLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -25,6 +25,7 @@ import numpy as np
 from fourier_toy.config import LN_EPS
 from fourier_toy.errors import CheckpointError, ConfigError, DataError
 from fourier_toy.runs.files import fsync_dir
+from fourier_toy.runs.layout import is_run_dir
 from fourier_toy.runs.tensors import load_tensors
 
 # The files of a Hugging Face GPT-2 folder. Two names coincide with a run directory's
@@ -232,12 +233,28 @@ def _config_sizes(cfg, where: str) -> tuple[int, int, int, int, int, bool]:
     return n_vocab, n_ctx, d, n_layers, n_heads, tied
 
 
-def write_hf_folder(out_dir, tensors: dict, hf_cfg: dict, force: bool = False) -> Path:
+def is_written_folder(folder) -> bool:
+    """Whether `folder` looks like one write_hf_folder wrote: a GPT-2 config.json and its weights,
+    and not a run directory."""
+    folder = Path(folder)
+    if is_run_dir(folder) or not (folder / HF_WEIGHTS).is_file():
+        return False
+    try:
+        cfg = json.loads((folder / HF_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("model_type") == "gpt2"
+
+
+def write_hf_folder(out_dir, tensors: dict, hf_cfg: dict, force: bool = False,
+                    extra_json: dict | None = None, replaceable=is_written_folder) -> Path:
     """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained loads.
 
-    tensors use our names; tying follows hf_cfg["tie_word_embeddings"]. The folder is built in a
-    temporary sibling and renamed into place, so a reader never sees half a folder. An existing
-    non-empty out_dir is replaced only with force=True (CheckpointError otherwise).
+    tensors use our names; tying follows hf_cfg["tie_word_embeddings"]. extra_json: more files of
+    the folder, name -> JSON-encodable object. The folder is built in a temporary sibling and
+    renamed into place only once complete, so a reader never sees half a folder. An existing
+    non-empty out_dir is replaced only with force=True and only if replaceable(out_dir) says it is
+    a folder written here (never a run directory); CheckpointError otherwise.
     """
     from safetensors.numpy import save_file
 
@@ -249,8 +266,13 @@ def write_hf_folder(out_dir, tensors: dict, hf_cfg: dict, force: bool = False) -
 
     if out_dir.exists() and not out_dir.is_dir():
         raise CheckpointError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise CheckpointError(f"{out_dir}: exists and is not empty; pass force=True to replace it")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise CheckpointError(f"{out_dir}: exists and is not empty; pass force=True to replace it")
+        if is_run_dir(out_dir) or not replaceable(out_dir):
+            what = "a run directory" if is_run_dir(out_dir) else "not a folder this export wrote"
+            raise CheckpointError(f"--force: {out_dir} is {what}; refusing to replace it "
+                                  f"(only a previously exported folder is replaced)")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -261,10 +283,12 @@ def write_hf_folder(out_dir, tensors: dict, hf_cfg: dict, force: bool = False) -
         tmp.mkdir()
         save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, str(tmp / HF_WEIGHTS),
                   metadata={"format": "pt"})  # transformers refuses safetensors without it
-        with open(tmp / HF_CONFIG, "w") as f:
-            json.dump(hf_cfg, f, indent=2, sort_keys=True)
-            f.write("\n")
-        for name in (HF_WEIGHTS, HF_CONFIG):
+        files = {HF_CONFIG: hf_cfg, **(extra_json or {})}
+        for name, obj in files.items():
+            with open(tmp / name, "w") as f:
+                json.dump(obj, f, indent=2, sort_keys=True)
+                f.write("\n")
+        for name in (HF_WEIGHTS, *files):
             with open(tmp / name, "rb+") as f:
                 os.fsync(f.fileno())
         fsync_dir(tmp)

@@ -28,12 +28,13 @@ import numpy as np
 
 from fourier_toy.config import ModelConfig
 from fourier_toy.errors import CheckpointError, ConfigError, DataError
-from fourier_toy.runs.hf import HF_CONFIG, HF_VOCAB, HF_WEIGHTS, hf_config, read_hf_folder, write_hf_folder
+from fourier_toy.runs.hf import (HF_CONFIG, HF_VOCAB, HF_WEIGHTS, hf_config, is_written_folder, read_hf_folder,
+                                 write_hf_folder)
 from fourier_toy.training.open_run import load_run
 from fourier_toy.nn.model import GPT
 from fourier_toy.training.backends import make_gpt
 from fourier_toy.nn.params import Layout, pack
-from fourier_toy.runs.files import atomic_write_json, read_json_object
+from fourier_toy.runs.files import read_json_object
 
 META_KEY = "fourier_toy"
 
@@ -48,10 +49,18 @@ def task_vocab(n_numbers: int) -> dict[str, int]:
 def export_run(run_dir, out_dir, force: bool = False) -> Path:
     """Write a run's weights as a GPT-2 folder -> out_dir.
 
-    An existing non-empty out_dir is replaced only with force=True (CheckpointError otherwise).
-    config.json and model.safetensors appear together (one rename); vocab.json follows, written
-    atomically.
+    An existing non-empty out_dir is replaced only with force=True, and only if it is a folder an
+    earlier export wrote (its config.json has the "fourier_toy" entry): never a run directory, the
+    run itself or a folder holding it (CheckpointError otherwise). The new folder is written
+    completely (config.json, model.safetensors, vocab.json) in a temporary sibling and then swapped
+    in; the old one is deleted only after that.
     """
+    out_path = Path(out_dir)
+    if out_path.exists():
+        run_abs, out_abs = Path(run_dir).resolve(), out_path.resolve()
+        if out_abs == run_abs or out_abs in run_abs.parents:
+            what = "the run itself" if out_abs == run_abs else f"a folder holding the run {str(run_dir)!r}"
+            raise CheckpointError(f"OUT: {str(out_dir)!r} is {what}; export to a new folder or to an earlier export")
     run = load_run(run_dir, backend="numpy")
     m, p = run.cfg.model, run.cfg.task.n_numbers
     tensors = {name: run.model.weights[name] for name in run.model.layout.names}
@@ -59,9 +68,19 @@ def export_run(run_dir, out_dir, force: bool = False) -> Path:
     hf_cfg[META_KEY] = {"n_numbers": p, "plus_token": p, "equals_token": p + 1,
                         "run": str(Path(run_dir).resolve()), "step": run.step,
                         "embedding": run.derived.get("embedding", {}).get("kind")}
-    out = write_hf_folder(out_dir, tensors, hf_cfg, force=force)
-    atomic_write_json(out / HF_VOCAB, task_vocab(p))
-    return out
+    return write_hf_folder(out_dir, tensors, hf_cfg, force=force, extra_json={HF_VOCAB: task_vocab(p)},
+                           replaceable=is_export)
+
+
+def is_export(folder) -> bool:
+    """Whether `folder` is one export_run wrote: a GPT-2 folder whose config.json has our entry."""
+    folder = Path(folder)
+    if not is_written_folder(folder):
+        return False
+    try:
+        return isinstance(read_json_object(folder / HF_CONFIG).get(META_KEY), dict)
+    except DataError:
+        return False
 
 
 def _check_layout(folder: Path, cfg: dict, n_numbers: int) -> str:

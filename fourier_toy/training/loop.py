@@ -7,7 +7,10 @@ whole data-order state and a resumed run continues bit-identically.
 
 from __future__ import annotations
 
+import glob
+import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -17,17 +20,18 @@ from pathlib import Path
 import numpy as np
 
 from fourier_toy import config as config_mod
-from fourier_toy.training.backends import update_rule
+from fourier_toy.training.backends import make_gpt, update_rule
 from fourier_toy.training.build import build_model, trainable_mask
-from fourier_toy.config import RNG_EPOCH, Config
+from fourier_toy.config import RNG_EPOCH, RNG_INIT, Config
 from fourier_toy.errors import CheckpointError, ConfigError
 from fourier_toy.training.batches import EpochBatches
 from fourier_toy.training.evaluate import evaluate
 from fourier_toy.nn.optim import AdamW, LRSchedule
 from fourier_toy.nn.params import decay_mask
-from fourier_toy.runs.files import append_jsonl, atomic_write_json, read_jsonl, truncate_jsonl
-from fourier_toy.runs.layout import CONFIG, METRICS, MODEL, STATE, SUMMARY, is_run_dir
-from fourier_toy.runs.read_run import read_config
+from fourier_toy.runs.files import DirLock, append_jsonl, atomic_write_json, read_jsonl, truncate_jsonl
+from fourier_toy.runs.files import file_sha256, remove_leftovers, replace_durably
+from fourier_toy.runs.layout import CHECKPOINT, CONFIG, METRICS, MODEL, STATE, SUMMARY, is_run_dir, pending
+from fourier_toy.runs.read_run import checkpoint_file, read_checkpoint, read_config
 from fourier_toy.runs.tensors import load_tensors, save_tensors
 from fourier_toy.task import SPLITS, make_splits
 
@@ -49,6 +53,65 @@ def check_out_dir(out: Path, force: bool) -> bool:
             raise CheckpointError(f"--force: {str(out)!r} is not a fourier_toy run directory; refusing to replace it")
         return True
     return False
+
+
+def _has_checkpoint(run: Path) -> bool:
+    """Whether the run directory holds a checkpoint: a committed manifest, or (written before
+    manifests) its weights and optimizer state."""
+    return is_run_dir(run) and ((run / CHECKPOINT).is_file() or ((run / MODEL).is_file() and (run / STATE).is_file()))
+
+
+class _OutDir:
+    """A run's hold on its directory: the lock, a hidden sibling ``.NAME.lock`` (a sibling, so that
+    it also covers the moment the directory is swapped), taken in `prepare` and held to the end.
+
+    Replacing a run (force), `prepare` renames the old run to the hidden sibling
+    ``.NAME.replaced-PID``; on leaving, the old run is deleted if the new one succeeded or has
+    written a checkpoint, and otherwise put back in place of the new one. A set-aside run left by
+    a writer that died is settled the same way by the next writer to take the lock.
+    """
+
+    def __init__(self, out: Path, resume: bool, force: bool):
+        self.out, self.resume, self.force = out, resume, force
+        where = Path(os.path.abspath(out))
+        self.lock = DirLock(where.parent / f".{where.name}.lock", f"{'--resume' if resume else '--out'} {str(out)!r}")
+        self.aside: Path | None = None
+
+    def __enter__(self) -> "_OutDir":
+        return self
+
+    def prepare(self) -> None:
+        out = self.out
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CheckpointError(f"--out: cannot create {str(out.parent)!r} ({e.strerror or e})") from None
+        self.lock.acquire()
+        for left in sorted(out.parent.glob(f".{glob.escape(out.name)}.replaced-*")):
+            self._settle(left, keep_new=_has_checkpoint(out))
+        if not self.resume and check_out_dir(out, self.force):
+            self.aside = out.parent / f".{out.name}.replaced-{os.getpid()}"
+            try:
+                os.rename(out, self.aside)
+            except OSError as e:
+                self.aside = None
+                raise CheckpointError(f"--force: cannot move {str(out)!r} aside ({e.strerror or e})") from None
+
+    def _settle(self, aside: Path, keep_new: bool) -> None:
+        if keep_new:
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            if self.out.exists():
+                shutil.rmtree(self.out)
+            os.rename(aside, self.out)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self.aside is not None:
+                self._settle(self.aside, keep_new=exc_type is None or _has_checkpoint(self.out))
+                self.aside = None
+        finally:
+            self.lock.release()
 
 
 def load_run_config(run: Path) -> tuple[Config, dict]:
@@ -85,6 +148,15 @@ class RunResult:
     stop_reason: str
     final: dict = field(default_factory=dict)  # split -> evaluate() dict
     history: list = field(default_factory=list)
+    diverged: dict | None = None  # {"step": the step whose loss was non-finite, "loss": "nan"/"inf"/"-inf"}
+
+    def divergence_line(self) -> str | None:
+        """One line for a diverged run (None otherwise): the step and the non-finite loss."""
+        if self.stop_reason != "diverged":
+            return None
+        d = self.diverged or {"step": self.step + 1, "loss": "non-finite"}
+        return (f"{self.run_dir}: training diverged at step {d['step']}: loss {d['loss']} "
+                f"(the run keeps the weights of step {self.step})")
 
     def summary_line(self) -> str:
         parts = [f"{self.run_dir}: step {self.step} ({self.stop_reason})"]
@@ -104,12 +176,27 @@ def _progress(total, disable):
 def train(cfg: Config, out, resume: bool = False, force: bool = False, progress: bool | None = None) -> RunResult:
     """Train `cfg` into run directory `out` (or continue it when resume=True).
 
+    One writer per run directory: the run holds `out`'s lock (_OutDir) from the moment it prepares
+    the directory to its end. With force=True an existing run is replaced only once the new one has
+    a checkpoint; a new run that fails before that leaves the old one as it was.
     progress: a progress bar on stderr; default when stderr is a terminal.
     """
     out = Path(out)
-    replace = False if resume else check_out_dir(out, force)
+    if not resume:
+        check_out_dir(out, force)  # refuse before building anything; checked again under the lock
+    with _OutDir(out, resume, force) as claim:
+        return _train(cfg, out, resume, claim, progress)
+
+
+def _train(cfg: Config, out: Path, resume: bool, claim: "_OutDir", progress: bool | None) -> RunResult:
     splits = make_splits(cfg.task, cfg.seed)
-    model, embed_info = build_model(cfg)
+    if resume:
+        # Every weight comes from the checkpoint: no number rows are built (a transplant's
+        # embedding.source is not read again, and need not exist any more).
+        model = make_gpt(cfg.model, cfg.task.n_numbers, rng=np.random.default_rng([cfg.seed, RNG_INIT]))
+        embed_info = None
+    else:
+        model, embed_info = build_model(cfg)
     tc = cfg.train
     batches = EpochBatches(len(splits["train"]), tc.batch_size, cfg.seed, RNG_EPOCH)
     steps_per_epoch = batches.steps_per_epoch
@@ -126,13 +213,11 @@ def train(cfg: Config, out, resume: bool = False, force: bool = False, progress:
                "embedding": embed_info}
 
     step, elapsed = 0, 0.0
+    claim.prepare()  # only now that the config has built a model: the lock, and the old run set aside
     if resume:
-        step, elapsed = _load_checkpoint(out, model, opt)
+        step, elapsed = _load_checkpoint(out, _open_checkpoint(out), model, opt)
         truncate_jsonl(out / METRICS, lambda r: r.get("step", 0) <= step)
     else:
-        # Only now that the config has built a model is the old run removed.
-        if replace:
-            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / CONFIG, {**cfg.to_dict(), "derived": derived})
         (out / METRICS).touch()
@@ -146,7 +231,7 @@ def train(cfg: Config, out, resume: bool = False, force: bool = False, progress:
     bar.update(step)
     t0 = time.perf_counter() - elapsed
     stop = budget.done(step, elapsed)
-    losses = []
+    losses, diverged = [], None
     while stop is None:
         k = _steps_in_call(step, step % steps_per_epoch, len(train_split), tc, budget)
         idx = batches.take(step, k)
@@ -158,6 +243,7 @@ def train(cfg: Config, out, resume: bool = False, force: bool = False, progress:
         bar.update(len(finite))
         if len(finite) < len(taken):
             stop = "diverged"
+            diverged = {"step": step + 1, "loss": str(next(loss for loss in taken if not math.isfinite(loss)))}
             break
         elapsed = time.perf_counter() - t0
         stop = budget.done(step, elapsed)
@@ -171,15 +257,17 @@ def train(cfg: Config, out, resume: bool = False, force: bool = False, progress:
             if tc.target_accuracy and record[tc.target_split]["acc"] >= tc.target_accuracy and not stop:
                 stop = "target_accuracy"
         if step % tc.checkpoint_every == 0 or stop:
-            _save_checkpoint(out, model, opt, step, elapsed)
+            _save_checkpoint(out, cfg, model, opt, step, elapsed)
     bar.close()
     if stop == "diverged":
-        _save_checkpoint(out, model, opt, step, elapsed)
+        _save_checkpoint(out, cfg, model, opt, step, elapsed)
     final = {s: evaluate(model, splits[s], with_errors=True) for s in SPLITS}
     summary = {"step": step, "stop_reason": stop, "elapsed_seconds": elapsed, "final": final,
                "steps_to": steps_to(history)}
+    if diverged:
+        summary["diverged"] = diverged
     atomic_write_json(out / SUMMARY, summary)
-    return RunResult(out, step, stop, final, history)
+    return RunResult(out, step, stop, final, history, diverged)
 
 
 def _steps_in_call(step: int, pos: int, n_train: int, tc, budget: Budget) -> int:
@@ -213,25 +301,98 @@ def _eval_record(model, splits, step, steps_per_epoch, elapsed, lr, losses) -> d
     return record
 
 
-def _save_checkpoint(out: Path, model, opt: AdamW, step: int, elapsed: float) -> None:
-    # The state file goes first and both carry the step: a crash between the two writes is caught
-    # on resume as a step mismatch instead of silently pairing new weights with old moments.
+def _save_checkpoint(out: Path, cfg: Config, model, opt: AdamW, step: int, elapsed: float) -> None:
+    """Commit a checkpoint by one rename (the scheme: runs/layout.py): both files under their
+    pending names, then the manifest naming them with their sha256, then the renames into place."""
+    _settle_checkpoint(out, read_checkpoint(out))
     state = {f"opt.{k}": v for k, v in opt.state_dict().items()}
     state["step"] = np.array(step, dtype=np.int64)
     state["elapsed"] = np.array(elapsed, dtype=np.float64)
-    save_tensors(out / STATE, state)
-    save_tensors(out / MODEL, {k: v.copy() for k, v in model.weights.items()}, {"step": str(step), "format": "pt"})
+    save_tensors(out / pending(STATE), state)
+    save_tensors(out / pending(MODEL), {k: v.copy() for k, v in model.weights.items()},
+                 {"step": str(step), "format": "pt"})
+    manifest = {"step": step, "config": cfg.to_dict(),
+                "state": {"file": STATE, "sha256": file_sha256(out / pending(STATE))},
+                "model": {"file": MODEL, "sha256": file_sha256(out / pending(MODEL))}}
+    atomic_write_json(out / CHECKPOINT, manifest)  # the commit
+    _settle_checkpoint(out, manifest)
 
 
-def _load_checkpoint(out: Path, model, opt: AdamW) -> tuple[int, float]:
-    if not (out / MODEL).is_file() or not (out / STATE).is_file():
-        raise CheckpointError(f"--resume: {str(out)!r} has no checkpoint yet ({MODEL} and {STATE})")
-    weights, meta = load_tensors(out / MODEL)
-    state, _ = load_tensors(out / STATE)
-    step = int(state["step"]) if "step" in state else -1
-    if str(step) != meta.get("step"):
-        raise CheckpointError(f"{out / MODEL}: weights are from step {meta.get('step')} but the optimizer "
-                              f"state from step {step}; the checkpoint was interrupted")
+def _settle_checkpoint(out: Path, manifest: dict | None) -> None:
+    """Finish the commit of `manifest` (rename its pending files into place) and delete what no
+    commit names: other pending files and the temporary files of interrupted writes."""
+    for role, name in (("state", STATE), ("model", MODEL)):
+        path = out / pending(name)
+        if not path.exists():
+            continue
+        if manifest is not None and manifest[role]["file"] == name and file_sha256(path) == manifest[role]["sha256"]:
+            replace_durably(path, out / name)
+        else:
+            try:
+                path.unlink()
+            except OSError as exc:
+                raise CheckpointError(f"{path}: cannot remove a leftover file ({exc.strerror or exc})") from None
+    remove_leftovers(out, (CONFIG, METRICS, SUMMARY, CHECKPOINT, STATE, MODEL, pending(STATE), pending(MODEL)))
+
+
+def _open_checkpoint(out: Path) -> dict | None:
+    """The committed checkpoint's manifest (None: a run written before manifests, whose two files
+    exist), once config.json is known to say what the checkpoint was made with."""
+    try:
+        manifest = read_checkpoint(out)
+    except CheckpointError as err:
+        raise CheckpointError(f"--resume: {err}") from None
+    if manifest is None:
+        if not (out / MODEL).is_file() or not (out / STATE).is_file():
+            raise CheckpointError(f"--resume: {str(out)!r} has no checkpoint yet ({MODEL} and {STATE})")
+        return None
+    on_disk = read_config(out)
+    on_disk.pop("derived", None)
+    diff = _first_difference(on_disk, manifest["config"])
+    if diff is not None:
+        key, ours, theirs = diff
+        raise CheckpointError(f"--resume: {out / CONFIG}: {key} is {ours} but the checkpoint of step "
+                              f"{manifest['step']} was made with {theirs}; the file was edited after the run "
+                              f"started (only the budget keys may change, with --set)")
+    return manifest
+
+
+_MISSING = object()
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> tuple[str, str, str] | None:
+    """(dotted key, a's value, b's value) of the first field, in sorted key order, where the JSON
+    objects a and b differ, RESUMABLE_KEYS aside; None when they agree."""
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        if name in RESUMABLE_KEYS:
+            continue
+        x, y = a.get(key, _MISSING), b.get(key, _MISSING)
+        if isinstance(x, dict) and isinstance(y, dict):
+            inner = _first_difference(x, y, name + ".")
+            if inner is not None:
+                return inner
+        elif x != y or type(x) is not type(y):
+            return name, *("missing" if v is _MISSING else json.dumps(v) for v in (x, y))
+    return None
+
+
+def _load_checkpoint(out: Path, manifest: dict | None, model, opt: AdamW) -> tuple[int, float]:
+    if manifest is None:  # a run written before manifests: its two files must agree on the step
+        weights, meta = load_tensors(out / MODEL)
+        state, _ = load_tensors(out / STATE)
+        step = int(state["step"]) if "step" in state else -1
+        if str(step) != meta.get("step"):
+            raise CheckpointError(f"{out / MODEL}: weights are from step {meta.get('step')} but the optimizer "
+                                  f"state from step {step}; the checkpoint was interrupted")
+    else:
+        _settle_checkpoint(out, manifest)
+        weights, _ = load_tensors(checkpoint_file(out, manifest, "model"))
+        state_path = checkpoint_file(out, manifest, "state")
+        state, _ = load_tensors(state_path)
+        step = int(state["step"]) if "step" in state else -1
+        if step != manifest["step"]:
+            raise CheckpointError(f"{state_path}: holds step {step} but {CHECKPOINT} says {manifest['step']}")
     from fourier_toy.nn.params import pack
 
     model.params[:] = pack(model.layout, weights, model.params.dtype)

@@ -16,8 +16,11 @@ import pytest
 
 from fourier_toy import cli
 from fourier_toy import config
+from fourier_toy.experiments import grid as grid_mod
+from fourier_toy.experiments import records
 from fourier_toy.experiments import sweep
 from fourier_toy.experiments import sweep_report
+from fourier_toy.experiments import workers as workers_mod
 from fourier_toy.errors import CheckpointError, ConfigError
 from fourier_toy.runs.files import read_jsonl
 from fourier_toy.runs.tensors import load_tensors
@@ -27,7 +30,7 @@ BASE = {"model": {"backend": "numpy"}, "train": {"max_steps": 20, "eval_every": 
 
 def tiny_grid(**axes):
     axes = axes or {"embedding.kind": ["learned", "fourier"], "seed": [0, 1]}
-    return sweep.grid_from_dict({"preset": "tiny", "base": BASE, "grid": axes})
+    return grid_mod.grid_from_dict({"preset": "tiny", "base": BASE, "grid": axes})
 
 
 def mid_grid():
@@ -36,7 +39,7 @@ def mid_grid():
     show in the weights."""
     base = {"task": {"max_operand": 30}, "model": {"backend": "numpy", "d_model": 64},
             "train": {"batch_size": 256, "max_steps": 10, "eval_every": 10}}
-    return sweep.grid_from_dict({"preset": "tiny", "base": base,
+    return grid_mod.grid_from_dict({"preset": "tiny", "base": base,
                                  "grid": {"embedding.kind": ["learned", "fourier"], "seed": [0]}})
 
 
@@ -97,7 +100,7 @@ def reference(tmp_path_factory):
 
 def test_expansion_is_the_product_in_file_order_with_content_hash_ids():
     grid = tiny_grid(**{"embedding.kind": ["learned", "fourier"], "model.d_model": [32, 16], "seed": [0, 1, 2]})
-    points = sweep.expand(grid)
+    points = grid_mod.expand(grid)
     assert len(points) == 12
     assert [tuple(p.values.values()) for p in points][:4] == [
         ("learned", 32, 0), ("learned", 32, 1), ("learned", 32, 2), ("learned", 16, 0)]
@@ -110,12 +113,12 @@ def test_expansion_is_the_product_in_file_order_with_content_hash_ids():
     assert len({p.run_id for p in points}) == 12
     # The id is the config's, not the grid's: reordering keys and values, or restating a preset's or
     # default's value in the base, changes no id.
-    shuffled = sweep.grid_from_dict({"preset": "tiny", "grid": {"seed": [2, 1, 0], "model.d_model": [16, 32],
+    shuffled = grid_mod.grid_from_dict({"preset": "tiny", "grid": {"seed": [2, 1, 0], "model.d_model": [16, 32],
                                                                 "embedding.kind": ["fourier", "learned"]},
                                      "base": {"train": {"checkpoint_every": 10, "eval_every": 10, "max_steps": 20,
                                                         "lr": 1e-3},
                                               "model": {"backend": "numpy", "n_layers": 1}}})
-    again = sweep.expand(shuffled)
+    again = grid_mod.expand(shuffled)
     assert {p.run_id for p in again} == {p.run_id for p in points}
     assert [p.run_id for p in again] != [p.run_id for p in points]
     by_values = {tuple(sorted(p.values.items())): p.run_id for p in points}
@@ -125,20 +128,20 @@ def test_expansion_is_the_product_in_file_order_with_content_hash_ids():
 def test_a_grid_value_may_be_a_named_table_of_keys_set_together():
     conditions = [{"name": "fourier_frozen", "embedding.kind": "fourier", "embedding.freeze": True},
                   {"name": "learned", "embedding.kind": "learned"}]
-    points = sweep.expand(tiny_grid(condition=conditions, seed=[0, 1]))
+    points = grid_mod.expand(tiny_grid(condition=conditions, seed=[0, 1]))
     assert [(p.config.embedding.kind, p.config.embedding.freeze, p.config.seed) for p in points] == [
         ("fourier", True, 0), ("fourier", True, 1), ("learned", False, 0), ("learned", False, 1)]
-    assert sweep.format_record({"id": points[0].run_id, "values": points[0].values, "status": "ok"}).count(
+    assert records.format_record({"id": points[0].run_id, "values": points[0].values, "status": "ok"}).count(
         "condition=fourier_frozen") == 1
     with pytest.raises(ConfigError, match=r"\[grid\] condition .*embedding.kinds"):
-        sweep.expand(tiny_grid(condition=[{"name": "x", "embedding.kinds": "fourier"}]))
+        grid_mod.expand(tiny_grid(condition=[{"name": "x", "embedding.kinds": "fourier"}]))
 
 
 def test_expansion_without_grid_is_the_base_alone():
-    (point,) = sweep.expand(sweep.grid_from_dict({"preset": "tiny", "base": BASE}))
+    (point,) = grid_mod.expand(grid_mod.grid_from_dict({"preset": "tiny", "base": BASE}))
     assert point.values == {}
     expected = config.from_dict(BASE, config.from_preset("tiny"))
-    assert point.run_id == sweep.run_id(expected)
+    assert point.run_id == grid_mod.run_id(expected)
 
 
 @pytest.mark.parametrize("grid, words", [
@@ -156,27 +159,27 @@ def test_expansion_without_grid_is_the_base_alone():
 def test_bad_grids_name_the_key(grid, words):
     data = {"preset": "tiny", "base": BASE, **grid}
     with pytest.raises(ConfigError) as e:
-        sweep.expand(sweep.grid_from_dict(data))
+        grid_mod.expand(grid_mod.grid_from_dict(data))
     for w in words:
         assert w in str(e.value)
 
 
 def test_grid_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
-        sweep.load_grid(tmp_path / "none.toml")
+        grid_mod.load_grid(tmp_path / "none.toml")
     (tmp_path / "bad.toml").write_text("[grid\nseed = [0]")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        sweep.load_grid(tmp_path / "bad.toml")
+        grid_mod.load_grid(tmp_path / "bad.toml")
     (tmp_path / "g.toml").write_text('preset = "tiny"\n[base.train]\nmax_steps = 20\n[grid]\n'
                                      '"embedding.kind" = ["learned", "fourier"]\nseed = [0, 1]\n')
-    grid = sweep.load_grid(tmp_path / "g.toml")
+    grid = grid_mod.load_grid(tmp_path / "g.toml")
     assert grid.keys == ["embedding.kind", "seed"] and grid.base == {"train": {"max_steps": 20}}
 
 
 def test_threads_per_worker_never_oversubscribes():
     for cores in (1, 2, 3, 8, 64):
         for workers in (1, 2, 3, 5, 16, 100):
-            t = sweep.threads_per_worker(workers, cores)
+            t = workers_mod.threads_per_worker(workers, cores)
             assert t >= 1 and (workers * t <= cores or t == 1)
             assert workers * (t + 1) > cores  # and leaves no whole core idle
 
@@ -231,7 +234,7 @@ def test_finished_run_with_another_config_is_not_deleted(tmp_path, reference):
 # ---- failures ------------------------------------------------------------------------------------
 
 def test_a_run_that_raises_is_reported_and_the_rest_finish(tmp_path):
-    grid = sweep.grid_from_dict({"preset": "tiny", "grid": {"embedding.kind": ["transplant", "learned"]},
+    grid = grid_mod.grid_from_dict({"preset": "tiny", "grid": {"embedding.kind": ["transplant", "learned"]},
                                  "base": {**BASE, "embedding": {"source": str(tmp_path / "missing.npy")}}})
     result = sweep.run_sweep(grid, tmp_path / "s", workers=0)
     bad, good = result.records
@@ -278,7 +281,7 @@ def test_a_worker_process_that_dies_fails_only_its_run(tmp_path):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_workers_get_a_share_of_the_cores_and_one_blas_thread(tmp_path, workers):
     result = sweep.run_sweep(tiny_grid(seed=[0, 1]), tmp_path / "s", workers=workers, runner=report_threads)
-    expected = sweep.threads_per_worker(workers)
+    expected = workers_mod.threads_per_worker(workers)
     for rec in result.records:
         assert rec["given"] == expected and rec["numba"] == expected
         assert rec["blas"] and all(n == 1 for n in rec["blas"])

@@ -75,8 +75,13 @@ def test_export_refuses_to_overwrite_without_force(run_dir, tmp_path):
     with pytest.raises(CheckpointError, match="force"):
         export_run(run_dir, out)
     assert (out / "mine.txt").read_text() == "keep"
+    with pytest.raises(CheckpointError, match="not a folder this export wrote"):
+        export_run(run_dir, out, force=True)  # --force replaces only an earlier export
+    assert (out / "mine.txt").read_text() == "keep"
+    (out / "mine.txt").unlink()
+    export_run(run_dir, out)
     export_run(run_dir, out, force=True)
-    assert not (out / "mine.txt").exists() and (out / "vocab.json").is_file()
+    assert (out / "vocab.json").is_file()
     with pytest.raises(CheckpointError, match="RUN"):
         export_run(tmp_path / "no-such-run", tmp_path / "x")
 
