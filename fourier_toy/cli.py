@@ -4,13 +4,16 @@ failed (a diverged `train`, any failed run of `sweep` or `reproduce`) exits 1, a
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from fourier_toy import config as config_mod
-from fourier_toy.errors import FourierToyError
+from fourier_toy.errors import ConfigError, FourierToyError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # valid input, but a run failed or diverged (not bad input: the config is fine)
@@ -83,6 +86,39 @@ def _config_from_args(args) -> config_mod.Config:
     return config_mod.apply_overrides(cfg, overrides)
 
 
+# Room left in a directory name for the suffixes a command adds next to it (".NAME.replaced-PID").
+_NAME_ROOM = 24
+
+
+def _out_dir(out, field: str = "--out", create: bool = False) -> Path:
+    """Make sure the output directory `out` can be created: its parent is created here, and a
+    name the file system cannot hold is refused. With `create`, `out` itself is created too. Every
+    failure is one ConfigError naming the path and the OS's reason."""
+    out = Path(out)
+    parent = Path(os.path.abspath(out)).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except FileExistsError as e:  # a file where a directory of the path should be
+        raise ConfigError(f"{field}: cannot create {str(out)!r} ({str(e.filename)!r} is a file, "
+                          "not a directory)") from None
+    except OSError as e:
+        raise ConfigError(f"{field}: cannot create {str(out)!r} ({e.strerror or e})") from None
+    except (ValueError, AttributeError):
+        name_max = 255
+    if len(os.fsencode(out.name)) + _NAME_ROOM > name_max:
+        raise ConfigError(f"{field}: cannot create {str(out)!r} (name too long: at most "
+                          f"{name_max - _NAME_ROOM} bytes)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{field}: cannot create {str(out)!r} ({os.strerror(errno.EACCES)} in {str(parent)!r})")
+    if create:
+        try:
+            out.mkdir(exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{field}: cannot create {str(out)!r} ({e.strerror or e})") from None
+    return out
+
+
 def cmd_train(args) -> int:
     from fourier_toy.experiments.progress import Progress, seconds_text
     from fourier_toy.training.loop import resume_config, train
@@ -97,6 +133,7 @@ def cmd_train(args) -> int:
     else:
         cfg = _config_from_args(args)
         out = Path(args.out) if args.out else Path("runs") / f"{args.preset}-{cfg.embedding.kind}-seed{cfg.seed}"
+        _out_dir(out)
         result = train(cfg, out, force=args.force, progress=show.bars)
     show.stage(f"run done in {seconds_text(time.perf_counter() - t0)} s (step {result.step}, {result.stop_reason})")
     print(result.summary_line())
@@ -115,8 +152,9 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps({"run": str(args.run), "split": args.split, **result}, sort_keys=True))
         return 0
-    print(f"{args.run} [{args.split}, n={result['n']}]: loss {result['loss']:.4f}  acc {result['acc']:.4f}  "
-          f"+-2 {result['acc_pm2']:.4f}  +-10 {result['acc_pm10']:.4f}")
+    num = {k: "nan" if result[k] is None else f"{result[k]:.4f}" for k in ("loss", "acc", "acc_pm2", "acc_pm10")}
+    print(f"{args.run} [{args.split}, n={result['n']}]: loss {num['loss']}  acc {num['acc']}  "
+          f"+-2 {num['acc_pm2']}  +-10 {num['acc_pm10']}")
     errs = result["errors"]
     if errs["n_errors"]:
         print(f"errors: {errs['n_errors']}, multiples of 10: {errs['frac_multiple_of_10']:.3f}, "
@@ -131,6 +169,7 @@ def cmd_eval(args) -> int:
 def cmd_export(args) -> int:
     from fourier_toy.training.interchange import export_run
 
+    _out_dir(args.out, "OUT")
     print(export_run(args.run, args.out, force=args.force))
     return 0
 
@@ -204,6 +243,8 @@ def cmd_probe(args) -> int:
 def cmd_reproduce(args) -> int:
     from fourier_toy.experiments.reproduce import report_url, reproduce
 
+    if args.out:
+        _out_dir(args.out, create=True)
     summary = reproduce(preset=args.preset, seeds=args.seeds, out=args.out, source=args.source,
                         workers=args.workers, overrides=args.set or [], progress=args.progress)
     print("verdicts:")
@@ -238,7 +279,6 @@ def _open_in_browser(url: str) -> None:
 def cmd_sweep(args) -> int:
     """Progress lines to stderr, the summary to stdout; default OUT: sweeps/<GRID file stem>.
     Exit status 0 when every run succeeded, 1 when any failed."""
-    from fourier_toy.errors import ConfigError
     from fourier_toy.experiments.progress import Progress, seconds_text
     from fourier_toy.experiments.grid import describe_values
     from fourier_toy.experiments.sweep import run_sweep
@@ -246,6 +286,7 @@ def cmd_sweep(args) -> int:
     if args.scheduler is not None and args.workers is not None:
         raise ConfigError("--workers: not used with --scheduler (the cluster's workers train the runs)")
     out = Path(args.out) if args.out else Path("sweeps") / Path(args.grid).stem
+    _out_dir(out)
     show = Progress("sweep", args.progress)
     with show:
         result = run_sweep(args.grid, out, workers=args.workers, scheduler=args.scheduler,
@@ -355,17 +396,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if getattr(args, "embedding", None):
-            args.set = [f"embedding.kind={args.embedding}", *(args.set or [])]
-        return args.func(args)
-    except FourierToyError as e:
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    # Warnings are held back while the command runs and shown only when it did not fail on bad
+    # input: the output of bad input is exactly one line, not numpy's RuntimeWarnings first.
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            args = parser.parse_args(argv)
+            if getattr(args, "embedding", None):
+                args.set = [f"embedding.kind={args.embedding}", *(args.set or [])]
+            status = args.func(args)
+        except FourierToyError as e:
+            print("error: " + " ".join(str(e).split()), file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return status
 
 
 if __name__ == "__main__":

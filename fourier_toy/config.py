@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from fourier_toy.errors import ConfigError
+from fourier_toy.errors import ConfigError, DataError, FourierToyError
 
 
 def _choice(*allowed):
@@ -174,8 +176,26 @@ def from_dict(d: Any, base: Config | None = None) -> Config:
     return cfg
 
 
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def regular_file(path, what: str, error: type[FourierToyError] = DataError) -> None:
+    """Refuse, before anything opens it, a path that exists but is not a regular file (a FIFO, a
+    device, a directory: reading one may block forever or never end). A missing path passes: the
+    reader reports it in its own words. Symlinks are followed."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise error(f"{what}: {str(path)!r} is {kind}; only a regular file is read")
+
+
 def read_toml(path, field: str) -> dict:
     """A TOML file as a dict; every failure is one ConfigError naming `field` (e.g. --config)."""
+    regular_file(path, field, ConfigError)
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
@@ -183,6 +203,9 @@ def read_toml(path, field: str) -> dict:
         raise ConfigError(f"{field}: no such file {str(path)!r}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{field}: {str(path)!r} is not valid TOML ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"{field}: {str(path)!r} is nested too deeply to read; "
+                          "arrays and tables may nest only a few levels") from None
     except OSError as e:
         raise ConfigError(f"{field}: cannot read {str(path)!r} ({e.strerror})") from None
 
@@ -202,6 +225,9 @@ def parse_override(text: Any) -> tuple[str, Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    except RecursionError:
+        raise ConfigError(f"--set {key}: the value is nested too deeply; "
+                          "arrays may nest only a few levels") from None
     return key, value
 
 
@@ -301,3 +327,58 @@ def validate(cfg: Config) -> None:
     if t.max_steps == 0 and t.max_epochs == 0 and t.max_seconds == 0 and t.target_accuracy == 0:
         raise ConfigError("train.max_steps: set a budget (max_steps, max_epochs, max_seconds) "
                           "or a target_accuracy; all are 0")
+    check_memory("task.max_operand", task_bytes(cfg.task), "use a smaller task.max_operand")
+    check_memory("model.d_model", model_bytes(cfg),
+                 "use a smaller model.d_model, model.n_layers, train.batch_size or task.max_operand")
+
+
+# ---- memory --------------------------------------------------------------------------------------
+# Sizes that cannot fit are refused before anything is allocated. The estimates count the big
+# arrays only, so they are "about" (within a small factor); the limit is a fraction of the machine's
+# physical memory, not of what happens to be free right now, so a config's validity does not change
+# with the machine's load.
+
+MEMORY_FRACTION = 0.8  # of the physical memory (os.sysconf SC_PHYS_PAGES * SC_PAGE_SIZE)
+GIB = 2**30
+
+
+def machine_memory() -> int | None:
+    """Bytes of physical memory, or None where the OS does not say."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return total if total > 0 else None
+
+
+def check_memory(what: str, needed: float, hint: str = "", error: type[FourierToyError] = ConfigError) -> None:
+    """Raise `error` naming `what` when `needed` bytes exceed MEMORY_FRACTION of the machine's memory."""
+    total = machine_memory()
+    if total is None or needed <= total * MEMORY_FRACTION:
+        return
+    raise error(f"{what}: needs about {needed / GIB:.1f} GiB of {total * MEMORY_FRACTION / GIB:.1f} GiB "
+                f"allowed ({MEMORY_FRACTION:.0%} of this machine's {total / GIB:.1f} GiB memory)"
+                + (f"; {hint}" if hint else ""))
+
+
+def task_bytes(task: TaskConfig) -> int:
+    """The task's pairs and tokens (task.make_splits): the (n, n) int64 operand grids and their
+    stacked pairs, then per kept pair its copy, 4 int64 tokens and an int64 target."""
+    n = task.max_operand + 1
+    kept = n * n if task.ordered else n * (n + 1) // 2
+    return n * n * (8 + 8 + 16 + 1) + kept * (16 + 32 + 8)
+
+
+def model_bytes(cfg: Config) -> int:
+    """float32 parameters with their gradients, the two AdamW moments and a checkpoint copy, plus a
+    batch's activations (forward and backward) and logits."""
+    m, p = cfg.model, cfg.task.n_numbers
+    d, vocab, batch = m.d_model, p + 2, cfg.train.batch_size
+    params = vocab * d + m.n_ctx * d + m.n_layers * (12 * d * d + 13 * d) + 2 * d + (0 if m.tied else p * d)
+    activations = batch * m.n_ctx * m.n_layers * (24 * d + m.n_heads * m.n_ctx) + 3 * batch * vocab
+    return 4 * (5 * params + 2 * activations)
+
+
+def basis_bytes(n: int) -> int:
+    """An (n, n) float64 Fourier basis and its (n/2, n) integer, angle, sin and cos temporaries."""
+    return 8 * n * n + (n // 2 + 1) * n * (8 + 8 + 8 + 8 + 2)

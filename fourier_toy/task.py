@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fourier_toy.config import RNG_SPLITS, TaskConfig
+from fourier_toy.config import RNG_SPLITS, TaskConfig, check_memory, task_bytes
 from fourier_toy.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
@@ -91,6 +91,7 @@ def all_pairs(max_operand: int, ordered: bool) -> np.ndarray:
 
 def make_splits(cfg: TaskConfig, seed: int) -> dict[str, Split]:
     """Train/val/test splits; a pure function of (cfg, seed)."""
+    check_memory("task.max_operand", task_bytes(cfg), "use a smaller task.max_operand")
     # A generator of its own, so the split does not depend on anything else the run draws.
     rng = np.random.default_rng([seed, RNG_SPLITS])
     pairs = all_pairs(cfg.max_operand, cfg.ordered)

@@ -26,6 +26,7 @@ import numpy as np
 
 from fourier_toy.analysis import fourier
 from fourier_toy.analysis import outliers
+from fourier_toy.config import basis_bytes, check_memory
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.analysis.filters import ablation_table, single_pass
 from fourier_toy.analysis.fourier import KEY_PERIODS
@@ -89,7 +90,11 @@ def open_source(source) -> tuple[str, object]:
         from fourier_toy.embeddings.pretrained import load_matrix
 
         _, info = load_matrix(path, 1)  # validates the file and reports its row count
-        return "matrix", load_matrix(path, info["rows_in_file"])
+        rows = info["rows_in_file"]
+        # Before the whole matrix is read: the analyses build an N x N basis on its rows.
+        check_memory(f"{path}: the Fourier basis of its {rows} rows", basis_bytes(rows),
+                     "analyse a matrix of fewer rows", DataError)
+        return "matrix", load_matrix(path, rows)
     raise DataError(f"SOURCE: {str(source)!r} is neither a run directory nor a .npy/.npz matrix")
 
 

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fourier_toy.config import basis_bytes, check_memory
 from fourier_toy.errors import ConfigError, DataError
 
 # The periods of GPT-2's Fourier features (PAPER.md section 4): every analysis that looks for them
@@ -190,6 +191,7 @@ def exact_basis(N: int) -> FourierBasis:
     For even N the last row is the period-2 cosine (-1)^n / sqrt(N); there is no Nyquist sine.
     """
     N = _as_int(N, "N", 1)
+    check_memory(f"basis: N = {N}", basis_bytes(N), "analyse fewer number rows (the basis is N x N)", DataError)
     k_pairs = (N - 1) // 2
     sin, cos = _trig_rows(N, N, k_pairs)
     rows = np.empty((N, N))
@@ -217,6 +219,7 @@ def paper_basis(p: int) -> FourierBasis:
     p = _as_int(p, "p", 3)
     if p % 2 == 0:
         raise ConfigError(f"p: the paper basis needs an odd p >= 3, got {p}")
+    check_memory(f"basis: p = {p}", basis_bytes(p), "analyse fewer number rows (the basis is p x p)", DataError)
     M = p - 1
     half = M // 2
     sin, cos = _trig_rows(p, M, half)

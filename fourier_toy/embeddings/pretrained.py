@@ -19,19 +19,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from fourier_toy.errors import CheckpointError, ConfigError, DataError
-from fourier_toy.runs.files import read_json_object
+from fourier_toy.runs.files import read_json_object, regular_file
 from fourier_toy.runs.hf import HF_TOKENIZER, HF_VOCAB, HF_WEIGHTS, HF_WEIGHTS_INDEX
 from fourier_toy.runs.layout import CONFIG, MODEL
 from fourier_toy.runs.read_run import read_config, read_weight
 from fourier_toy.runs.tensors import read_header, read_tensor
 
 EMBED_KEYS = ("transformer.wte.weight", "wte.weight")
+MAX_ABS = 1e30  # larger entries are no embedding, and their squares overflow in PCA
 
 
 def _one_line(text) -> str:
@@ -68,10 +70,24 @@ def _check_rows(arr: np.ndarray, n_numbers: int, what: str) -> np.ndarray:
     if bad.any():
         raise DataError(f"{what}: row {int(np.argmax(bad))} (the number {int(np.argmax(bad))}) "
                         f"has NaN or inf values")
+    huge = (np.abs(rows) > MAX_ABS).any(axis=1)
+    if huge.any():
+        raise DataError(f"{what}: row {int(np.argmax(huge))} (the number {int(np.argmax(huge))}) "
+                        f"has values beyond +-{MAX_ABS:g}; not an embedding")
     return rows
 
 
 # ---- .npy / .npz ---------------------------------------------------------------------------------
+
+def _load_error(what, suffix: str, e: ValueError, sep: str = ": ") -> DataError:
+    """numpy's ValueError from np.load as one DataError line: a pickled or object array, or a
+    file whose header does not match its data."""
+    text = _one_line(e)
+    if "pickle" in text.lower() or "object array" in text.lower():
+        return DataError(f"{what}{sep}cannot be read without pickle ({text}); store a plain numeric array")
+    return DataError(f"{what}{sep}is not a valid {suffix} array ({text})" if sep == " "
+                     else f"{what}{sep}not a valid {suffix} file ({text})")
+
 
 def load_matrix(path, n_numbers: int, key: str | None = None) -> tuple[np.ndarray, dict]:
     """A .npy or .npz file -> (rows (n_numbers, W) float64, info).
@@ -81,6 +97,7 @@ def load_matrix(path, n_numbers: int, key: str | None = None) -> tuple[np.ndarra
     """
     n_numbers = _check_n_numbers(n_numbers)
     path = Path(path)
+    regular_file(path, "matrix")
     if not path.is_file():
         raise DataError(f"{path}: no such file (expected a .npy or .npz matrix of number rows)")
     suffix = path.suffix.lower()
@@ -89,11 +106,9 @@ def load_matrix(path, n_numbers: int, key: str | None = None) -> tuple[np.ndarra
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as e:
-        # numpy says "...pickled data..." or "Object arrays cannot be loaded..." here.
-        raise DataError(f"{path}: cannot be read without pickle ({_one_line(e)}); "
-                        f"store a plain numeric array") from None
-    except (OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable {suffix} file ({_one_line(e)})") from None
+        raise _load_error(path, suffix, e) from None
+    except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, SyntaxError) as e:
+        raise DataError(f"{path}: not a readable {suffix} file ({_one_line(e) or type(e).__name__})") from None
     info = {"source": "matrix", "path": str(path.resolve()), "sha256": _sha256(path)}
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
@@ -108,10 +123,12 @@ def load_matrix(path, n_numbers: int, key: str | None = None) -> tuple[np.ndarra
             try:
                 arr = loaded[key]
             except ValueError as e:
-                raise DataError(f"{path}: array {key!r} cannot be read without pickle "
-                                f"({_one_line(e)}); store a plain numeric array") from None
-            except (OSError, EOFError) as e:
-                raise DataError(f"{path}: array {key!r} is not readable ({_one_line(e)})") from None
+                raise _load_error(f"{path}: array {key!r}", ".npy", e, sep=" ") from None
+            except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, SyntaxError) as e:
+                raise DataError(f"{path}: array {key!r} is not readable "
+                                f"({_one_line(e) or type(e).__name__})") from None
+            if not isinstance(arr, np.ndarray):
+                raise DataError(f"{path}: member {key!r} is not a .npy array")
         info["key"] = key
         what = f"{path} [{key}]"
     else:
@@ -138,12 +155,19 @@ def _find_embedding(folder: Path, keys=EMBED_KEYS) -> tuple[Path, str]:
         raise DataError(f"{single}: no token embedding; expected one of {', '.join(keys)}")
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
             raise DataError(f"{index}: not a valid safetensors index ({_one_line(e)})") from None
+        if not isinstance(weight_map, dict):
+            raise DataError(f"{index}: weight_map must be an object tensor -> file, got {type(weight_map).__name__}")
         for k in keys:
             if k in weight_map:
-                return folder / weight_map[k], k
+                name = weight_map[k]
+                if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+                    raise DataError(f"{index}: weight_map[{k!r}] must be a file name in the folder, got {name!r}")
+                if not (folder / name).is_file():
+                    raise DataError(f"{index}: weight_map[{k!r}] names {name!r}, which is not in the folder")
+                return folder / name, k
         raise DataError(f"{index}: no token embedding; expected one of {', '.join(keys)}")
     others = sorted(p.name for p in folder.glob("*.bin")) if folder.is_dir() else []
     hint = f" (found {', '.join(others)}: pickled weights are not read; convert to safetensors)" if others else ""
@@ -158,7 +182,7 @@ def _read_vocab(folder: Path) -> tuple[dict, Path]:
     if tok_json.is_file():
         try:
             vocab = json.loads(tok_json.read_text(encoding="utf-8"))["model"]["vocab"]
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise DataError(f"{tok_json}: not valid JSON ({_one_line(e)})") from None
         except (KeyError, TypeError):
             raise DataError(f"{tok_json}: has no model.vocab") from None
@@ -244,8 +268,11 @@ def load_run_rows(run_dir, n_numbers: int) -> tuple[np.ndarray, dict]:
                         f"the task needs {n_numbers} (numbers 0..{n_numbers - 1})")
     with _as_data_error():
         wte = read_weight(run_dir, "wte.weight")
-    if wte.ndim != 2 or wte.shape[0] < p:
-        raise DataError(f"{weights} [wte.weight]: shape {wte.shape} does not hold the run's {p} number rows")
+    if wte.ndim != 2 or wte.shape[0] != p + 2:
+        raise DataError(f"{weights} [wte.weight]: shape {wte.shape} does not hold the run's {p} number rows "
+                        f"and 2 more tokens")
+    if wte.dtype.kind != "f":
+        raise DataError(f"{weights} [wte.weight]: expected a float matrix, got dtype {wte.dtype}")
     rows = _check_rows(wte, n_numbers, f"{weights} [wte.weight]")
     info = {"source": "run", "path": str(run_dir.resolve()), "sha256": _sha256(weights),
             "key": "wte.weight", "run_numbers": p, "width": int(wte.shape[1])}
@@ -277,6 +304,8 @@ def adapt_width(rows: np.ndarray, d_model: int, method: str = "pca") -> tuple[np
         raise DataError(f"rows: expected a non-empty 2-D (numbers, width) matrix, got shape {rows.shape}")
     if not np.isfinite(rows).all():
         raise DataError("rows: contains NaN or inf values")
+    if (np.abs(rows) > MAX_ABS).any():
+        raise DataError(f"rows: contains values beyond +-{MAX_ABS:g}")
     n, w = rows.shape
     out = np.zeros((n, int(d_model)), dtype=np.float64)
     if method == "pad":
@@ -286,7 +315,12 @@ def adapt_width(rows: np.ndarray, d_model: int, method: str = "pca") -> tuple[np
         out[:, :w] = rows
         return out, {"method": "pad", "variance_kept": 1.0, "width_in": w, "n_components": w}
     centred = rows - rows.mean(axis=0)
-    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    try:
+        u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    except np.linalg.LinAlgError as e:
+        raise DataError(f"rows: PCA failed ({_one_line(e)})") from None
+    if not (np.isfinite(u).all() and np.isfinite(s).all() and np.isfinite(np.sum(s**2))):
+        raise DataError("rows: PCA overflowed (values too large)")
     k = min(int(d_model), s.size)
     comps = u[:, :k] * s[:k]
     flip = np.sign(comps[np.argmax(np.abs(comps), axis=0), np.arange(k)])

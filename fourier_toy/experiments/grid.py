@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from fourier_toy.config import Config
 from fourier_toy.errors import ConfigError
 
 ID_LEN = 12
+MAX_POINTS = 10_000  # a sweep's grid: more points than this is refused before it is expanded
 
 
 @dataclass
@@ -88,6 +90,10 @@ def grid_from_dict(data: Any, where: str = "GRID") -> Grid:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"[grid] {key}: expected a non-empty list of values, got {values!r}")
         axes.append((key, list(values)))
+    n_points = math.prod(len(values) for _, values in axes)
+    if n_points > MAX_POINTS:
+        raise ConfigError(f"[grid]: {' x '.join(str(len(v)) for _, v in axes)} = {n_points:,} points; "
+                          f"a sweep may have at most {MAX_POINTS:,}")
     return Grid(preset, base, axes)
 
 

@@ -33,9 +33,9 @@ def finished_summary(run_dir: Path, cfg: Config | None = None) -> dict | None:
 
     try:
         summary = json.loads((run_dir / SUMMARY).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    if not isinstance(summary, dict) or "stop_reason" not in summary or "step" not in summary:
+    if not isinstance(summary, dict) or summary_problem(summary) is not None:
         return None
     try:
         saved = json.loads((run_dir / CONFIG).read_text())
@@ -50,6 +50,52 @@ def finished_summary(run_dir: Path, cfg: Config | None = None) -> dict | None:
             raise CheckpointError(f"{run_dir}: holds a finished run of a different config; "
                                   "move it away or use another --out")
     return summary
+
+
+_NUMBERS = ("acc", "acc_pm2", "acc_pm10", "loss", "n")
+
+
+def _number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def summary_problem(summary) -> str | None:
+    """What is wrong with a run's summary.json object, or None: stop_reason a string, step an
+    integer >= 0, final {split: {name: number}}, steps_to {level: step or null}, diverged
+    {"step", "loss"} or null, diagnostics an object or null."""
+    if not isinstance(summary, dict):
+        return f"expected a JSON object, got {type(summary).__name__}"
+    if not isinstance(summary.get("stop_reason"), str):
+        return f"'stop_reason' must be a string, got {summary.get('stop_reason')!r}"
+    step = summary.get("step")
+    if type(step) is not int or step < 0:
+        return f"'step' must be an integer >= 0, got {step!r}"
+    final = summary.get("final")
+    if final is not None:
+        if not isinstance(final, dict):
+            return f"'final' must be an object, got {type(final).__name__}"
+        for split, entry in final.items():
+            if entry is None:
+                continue
+            if not isinstance(entry, dict):
+                return f"'final.{split}' must be an object, got {type(entry).__name__}"
+            bad = next((k for k in _NUMBERS if not _number(entry.get(k))), None)
+            if bad is not None:
+                return f"'final.{split}.{bad}' must be a number or null, got {entry[bad]!r}"
+    steps_to = summary.get("steps_to")
+    if steps_to is not None:
+        if not isinstance(steps_to, dict):
+            return f"'steps_to' must be an object, got {type(steps_to).__name__}"
+        bad = next((k for k, v in steps_to.items() if v is not None and (type(v) is not int or v < 0)), None)
+        if bad is not None:
+            return f"'steps_to.{bad}' must be an integer step or null, got {steps_to[bad]!r}"
+    diverged = summary.get("diverged")
+    if diverged is not None and not (isinstance(diverged, dict) and "step" in diverged and "loss" in diverged):
+        return f"'diverged' must be an object with step and loss, got {diverged!r}"
+    diagnostics = summary.get("diagnostics")
+    if diagnostics is not None and not isinstance(diagnostics, dict):
+        return f"'diagnostics' must be an object, got {type(diagnostics).__name__}"
+    return None
 
 
 def run_record(summary: dict, seconds: float | None = None) -> dict:

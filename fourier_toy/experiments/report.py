@@ -34,7 +34,7 @@ def load_runs(out: Path) -> dict[str, list[dict]]:
     """condition name -> [{"seed", "summary", "dir"}] for every finished, diagnosed run."""
     try:
         sweep = json.loads((out / SWEEP).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         raise CheckpointError(f"DIR: {str(out)!r} is not a reproduce directory (no readable {SWEEP})") from None
     by_cond: dict[str, list[dict]] = {}
     for run in sweep["runs"]:
@@ -42,7 +42,7 @@ def load_runs(out: Path) -> dict[str, list[dict]]:
         d = out / RUNS / run["id"]
         try:
             summary = json.loads((d / SUMMARY).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         if "diagnostics" not in summary:
             continue

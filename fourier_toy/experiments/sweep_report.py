@@ -15,7 +15,7 @@ from typing import Any
 
 from fourier_toy.errors import CheckpointError
 from fourier_toy.experiments.grid import canonical_json, describe_values, show_value
-from fourier_toy.experiments.records import finished_summary, run_record
+from fourier_toy.experiments.records import finished_summary, run_record, summary_problem
 from fourier_toy.experiments.sweep import FIGURES, RESULTS, RUNS, SWEEP
 
 REPORT_JSON, REPORT_TXT, CURVES = "report.json", "report.txt", "sweep_curves.png"
@@ -52,20 +52,74 @@ def _run_metrics(summary: dict) -> dict:
     return m
 
 
+def _read_sweep(out: Path) -> tuple[list, list]:
+    """(keys, runs) of OUT/sweep.json, checked: keys a list of strings, runs a list of
+    {"id": a plain directory name, "values": an object holding every key}."""
+    path = out / SWEEP
+    try:
+        sweep = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        raise CheckpointError(f"DIR: {str(out)!r} is not a sweep directory (no readable {SWEEP})") from None
+    if not isinstance(sweep, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(sweep).__name__}")
+    keys, runs = sweep.get("keys"), sweep.get("runs")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise CheckpointError(f"{path}: 'keys' must be a list of strings, got {keys!r}")
+    if not isinstance(runs, list):
+        raise CheckpointError(f"{path}: 'runs' must be a list, got {type(runs).__name__}")
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict):
+            raise CheckpointError(f"{path}: runs[{i}] must be an object, got {type(run).__name__}")
+        rid, values = run.get("id"), run.get("values")
+        if not isinstance(rid, str) or rid in ("", ".", "..") or Path(rid).name != rid or "\\" in rid:
+            raise CheckpointError(f"{path}: runs[{i}].id must be a run directory name, got {rid!r}")
+        if not isinstance(values, dict):
+            raise CheckpointError(f"{path}: runs[{i}].values must be an object, got {type(values).__name__}")
+        missing = [k for k in keys if k not in values]
+        if missing:
+            raise CheckpointError(f"{path}: runs[{i}].values has no {missing[0]!r} (one of the keys)")
+    return keys, runs
+
+
+def _result_problem(record: dict) -> str | None:
+    """What is wrong with one results.jsonl record, or None."""
+    if not isinstance(record.get("id"), str):
+        return f"'id' must be a string, got {record.get('id')!r}"
+    if not isinstance(record.get("status"), str):
+        return f"'status' must be a string, got {record.get('status')!r}"
+    if record.get("error") is not None and not isinstance(record["error"], str):
+        return f"'error' must be a string or null, got {record['error']!r}"
+    return None
+
+
+def _checked_summary(run_dir: Path) -> dict | None:
+    """finished_summary, except that a summary.json holding a JSON object of the wrong shape is
+    an error naming the file rather than a run that has not finished."""
+    from fourier_toy.runs.layout import SUMMARY
+
+    path = run_dir / SUMMARY
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        summary = None
+    if isinstance(summary, dict):
+        problem = summary_problem(summary)
+        if problem is not None:
+            raise CheckpointError(f"{path}: {problem}")
+    return finished_summary(run_dir)
+
+
 def report(out) -> dict:
     """Aggregate every run of the sweep in `out`: one group per condition (every grid key but seed),
     with mean, sample std, min and max over its finished, non-diverged runs of each metric."""
     out = Path(out)
-    try:
-        sweep = json.loads((out / SWEEP).read_text())
-        keys, runs = sweep["keys"], sweep["runs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(f"DIR: {str(out)!r} is not a sweep directory (no readable {SWEEP})") from None
+    keys, runs = _read_sweep(out)
     from fourier_toy.runs.files import read_jsonl
+    from fourier_toy.runs.read_run import read_metrics
 
     errors = {}
     if (out / RESULTS).is_file():
-        for r in read_jsonl(out / RESULTS):
+        for r in read_jsonl(out / RESULTS, check=_result_problem):
             if r.get("status") == "failed":
                 errors[r.get("id")] = r.get("error")
     cond_keys = [k for k in keys if k != "seed"]
@@ -75,7 +129,7 @@ def report(out) -> dict:
         rid, values = run["id"], run["values"]
         cond = {k: values[k] for k in cond_keys}
         g = groups.setdefault(canonical_json(cond), {"condition": cond, "runs": [], "failed": [], "metrics": {}})
-        summary = finished_summary(out / RUNS / rid)
+        summary = _checked_summary(out / RUNS / rid)
         if summary is None:
             if rid in errors:
                 failed.append({"id": rid, "values": values, "error": errors[rid]})
@@ -87,6 +141,7 @@ def report(out) -> dict:
             failed.append({"id": rid, "values": values, "error": run_record(summary)["error"]})
             g["failed"].append(rid)
             continue
+        read_metrics(out / RUNS / rid)  # checked before the figure plots it
         g["runs"].append(rid)
         for name, v in _run_metrics(summary).items():
             g["metrics"].setdefault(name, []).append(v)

@@ -77,18 +77,21 @@ def init_gpt2(layout: Layout, n_layers: int, rng: np.random.Generator, dtype=np.
     return buf
 
 
-def pack(layout: Layout, tensors: dict[str, np.ndarray], dtype=np.float32) -> np.ndarray:
-    """Named tensors -> a flat buffer; every name must be present with its shape."""
+def pack(layout: Layout, tensors: dict[str, np.ndarray], dtype=np.float32, where: str = "weights") -> np.ndarray:
+    """Named tensors -> a flat buffer; every name must be present with its shape and a float dtype,
+    and no other name may be (`where` names the file in CheckpointError)."""
     buf = np.empty(layout.size, dtype=dtype)
     views = layout.views(buf)
     for name, _, shape in layout.entries:
         if name not in tensors:
-            raise CheckpointError(f"weights: tensor {name!r} is missing")
+            raise CheckpointError(f"{where}: tensor {name!r} is missing")
         t = np.asarray(tensors[name])
         if t.shape != tuple(shape):
-            raise CheckpointError(f"weights: tensor {name!r} has shape {t.shape}, expected {tuple(shape)}")
+            raise CheckpointError(f"{where}: tensor {name!r} has shape {t.shape}, expected {tuple(shape)}")
+        if t.dtype.kind != "f":
+            raise CheckpointError(f"{where}: tensor {name!r} has dtype {t.dtype}, expected a float dtype")
         views[name][...] = t
     extra = set(tensors) - set(layout.names)
     if extra:
-        raise CheckpointError(f"weights: unexpected tensor {sorted(extra)[0]!r} for this model config")
+        raise CheckpointError(f"{where}: unexpected tensor {sorted(extra)[0]!r} for this model config")
     return buf

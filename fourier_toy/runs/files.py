@@ -11,6 +11,7 @@ No pickle: tensors go through safetensors, the RNG state through JSON text store
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ try:
 except ImportError:  # not on Windows: the O_EXCL file alone
     fcntl = None
 
+from fourier_toy.config import regular_file
 from fourier_toy.errors import CheckpointError, DataError, FourierToyError
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "rng_state_to_array",
     "rng_from_array",
     "DirLock",
+    "regular_file",
 ]
 
 # Bit generators whose state is a JSON-representable dict of ints (no arrays).
@@ -50,6 +53,7 @@ _JSON_BIT_GENERATORS = ("PCG64", "PCG64DXSM")
 # --------------------------------------------------------------------------- atomic writes
 
 def _read_bytes(path: Path) -> bytes:
+    regular_file(path, "run file", CheckpointError)
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -196,7 +200,7 @@ def _parse_line(raw: bytes) -> dict | None:
     """The JSON object on one line, or None when the bytes are not one."""
     try:
         obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deeply
         return None
     return obj if isinstance(obj, dict) else None
 
@@ -250,21 +254,26 @@ def read_json_object(path: str | os.PathLike, what: str = "a JSON object",
     """A file holding one JSON object (a vocab.json, a run's config.json); `error` in one line naming
     the file when it cannot be read, does not parse or holds something else (`what` says what was
     expected)."""
+    regular_file(path, "JSON file", error)
     try:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise error(f"{path}: not valid JSON ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise error(f"{path}: not valid JSON (nested too deeply to read)") from None
     if not isinstance(obj, dict):
         raise error(f"{path}: expected {what}")
     return obj
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+def read_jsonl(path: str | os.PathLike, check: Callable[[dict], str | None] | None = None) -> list[dict]:
     """All records of a JSONL file, in order.
 
     Blank lines are skipped. A final line without its newline that does not parse is the trace
     of an interrupted append and is dropped silently; any other line that is not a JSON object
     raises CheckpointError naming the file and the 1-based line number. A missing file raises too.
+    `check(record)`, when given, says what is wrong with a record (None: nothing), which raises
+    CheckpointError naming the file, the line and the problem.
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -280,6 +289,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             if number - 1 == last:
                 break  # unterminated final line: an interrupted append
             raise CheckpointError(f"{path}: line {number} is not a JSON object")
+        problem = check(obj) if check is not None else None
+        if problem is not None:
+            raise CheckpointError(f"{path}: line {number}: {problem}")
         records.append(obj)
     return records
 
@@ -322,7 +334,7 @@ def rng_from_array(arr: np.ndarray) -> np.random.Generator:
         raise CheckpointError(f"rng state: expected a 1-D uint8 array, got {arr.dtype} {arr.shape}")
     try:
         state = json.loads(arr.tobytes().decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise CheckpointError("rng state: stored bytes are not valid JSON") from None
     name = state.get("bit_generator") if isinstance(state, dict) else None
     if name not in _JSON_BIT_GENERATORS:
@@ -388,9 +400,16 @@ class DirLock:
             else:
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX)  # ours: only a stale-lock check can hold it briefly
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, me, 0)
-            os.fsync(fd)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, me, 0)
+                os.fsync(fd)
+            except OSError as exc:  # a full disk: no lock is better than an unreadable one
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+                raise CheckpointError(f"{self.what}: cannot write the lock {self.path} "
+                                      f"({exc.strerror or exc})") from None
             self._fd = fd
             return self
         raise CheckpointError(f"{self.what}: cannot take the lock {self.path}; it keeps changing")

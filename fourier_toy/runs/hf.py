@@ -241,7 +241,7 @@ def is_written_folder(folder) -> bool:
         return False
     try:
         cfg = json.loads((folder / HF_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(cfg, dict) and cfg.get("model_type") == "gpt2"
 
@@ -256,6 +256,7 @@ def write_hf_folder(out_dir, tensors: dict, hf_cfg: dict, force: bool = False,
     non-empty out_dir is replaced only with force=True and only if replaceable(out_dir) says it is
     a folder written here (never a run directory); CheckpointError otherwise.
     """
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     out_dir = Path(out_dir)
@@ -297,11 +298,13 @@ def write_hf_folder(out_dir, tensors: dict, hf_cfg: dict, force: bool = False,
             os.rename(out_dir, trash)
         os.rename(tmp, out_dir)
         fsync_dir(out_dir.parent)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:
+        # safetensors reports a full disk as its own error, not as an OSError.
         if trash is not None and trash.exists() and not out_dir.exists():
             os.rename(trash, out_dir)
             trash = None
-        raise CheckpointError(f"{out_dir}: cannot write the folder ({e.strerror or e})") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())
+        raise CheckpointError(f"{out_dir}: cannot write the folder ({reason})") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -325,7 +328,7 @@ def read_hf_folder(folder) -> tuple[dict, dict]:
             raise DataError(f"{folder}: {p.name} is missing")
     try:
         cfg = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise DataError(f"{cfg_path}: not valid JSON ({' '.join(str(e).split())})") from None
     n_vocab, n_ctx, d, n_layers, _, tied = _config_sizes(cfg, str(cfg_path))
     sd, _ = load_tensors(weights, error=DataError)

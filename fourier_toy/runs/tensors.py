@@ -134,7 +134,7 @@ def read_header(path: str | os.PathLike, error: type[FourierToyError] = Checkpoi
         try:
             header = json.loads(raw.decode("utf-8"))
             problem = None if isinstance(header, dict) else "header is not a JSON object"
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             problem = _one_line(exc)
     if problem is None:
         meta = header.get(METADATA, {})

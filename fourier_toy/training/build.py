@@ -14,7 +14,7 @@ import numpy as np
 
 from fourier_toy.embeddings import fourier_rows as embeddings
 from fourier_toy.embeddings import pretrained
-from fourier_toy.config import RNG_EMBED, RNG_INIT, Config
+from fourier_toy.config import RNG_EMBED, RNG_INIT, Config, check_memory, model_bytes
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.nn.model import GPT
 from fourier_toy.runs.layout import is_run_dir
@@ -62,6 +62,8 @@ def load_source(source: str, n_numbers: int) -> tuple[np.ndarray, dict]:
 
 def build_model(cfg: Config, dtype=np.float32) -> tuple[GPT, dict]:
     """The initialized model and a description of its embedding (written into the run config)."""
+    check_memory("model.d_model", model_bytes(cfg),
+                 "use a smaller model.d_model, model.n_layers, train.batch_size or task.max_operand")
     model = make_gpt(cfg.model, cfg.task.n_numbers, rng=np.random.default_rng([cfg.seed, RNG_INIT]), dtype=dtype)
     rows, info = number_rows(cfg)
     if rows is not None:

@@ -76,6 +76,7 @@ class _OutDir:
         where = Path(os.path.abspath(out))
         self.lock = DirLock(where.parent / f".{where.name}.lock", f"{'--resume' if resume else '--out'} {str(out)!r}")
         self.aside: Path | None = None
+        self.fresh = False
 
     def __enter__(self) -> "_OutDir":
         return self
@@ -89,6 +90,9 @@ class _OutDir:
         self.lock.acquire()
         for left in sorted(out.parent.glob(f".{glob.escape(out.name)}.replaced-*")):
             self._settle(left, keep_new=_has_checkpoint(out))
+        # A run directory this run creates and that fails before its first checkpoint holds nothing
+        # to resume: it is removed on the way out, so that it never blocks the next `train --out`.
+        self.fresh = not self.resume and (self.force or not out.exists())
         if not self.resume and check_out_dir(out, self.force):
             self.aside = out.parent / f".{out.name}.replaced-{os.getpid()}"
             try:
@@ -110,6 +114,8 @@ class _OutDir:
             if self.aside is not None:
                 self._settle(self.aside, keep_new=exc_type is None or _has_checkpoint(self.out))
                 self.aside = None
+            elif exc_type is not None and self.fresh and not _has_checkpoint(self.out):
+                shutil.rmtree(self.out, ignore_errors=True)
         finally:
             self.lock.release()
 
@@ -117,11 +123,18 @@ class _OutDir:
 def load_run_config(run: Path) -> tuple[Config, dict]:
     """(the run's Config, its "derived" facts) from its config.json."""
     data = read_config(run)
+    path = Path(run) / CONFIG
     derived = data.pop("derived", {})
+    if not isinstance(derived, dict):
+        raise CheckpointError(f"{path}: invalid config (derived: expected an object, got {type(derived).__name__})")
+    missing = [key for key in (*config_mod.SECTIONS, "seed") if key not in data]
+    if missing:
+        raise CheckpointError(f"{path}: invalid config (missing {', '.join(missing)}; a run's config "
+                              f"holds every section and the seed)")
     try:
         return config_mod.from_dict(data), derived
     except ConfigError as e:
-        raise CheckpointError(f"{Path(run) / CONFIG}: invalid config ({e})") from None
+        raise CheckpointError(f"{path}: invalid config ({e})") from None
 
 
 @dataclass
@@ -377,27 +390,53 @@ def _first_difference(a: dict, b: dict, prefix: str = "") -> tuple[str, str, str
     return None
 
 
+def _state_scalar(path: Path, state: dict, key: str, kinds: str):
+    """state[key] as one number of a dtype kind in `kinds`, finite and >= 0; CheckpointError naming the file."""
+    arr = state.get(key)
+    if arr is None:
+        raise CheckpointError(f"{path}: no tensor {key!r}")
+    if arr.size != 1 or arr.ndim > 1 or arr.dtype.kind not in kinds:
+        raise CheckpointError(f"{path}: tensor {key!r} must hold one {'integer' if kinds == 'iu' else 'number'}, "
+                              f"got {arr.dtype} {arr.shape}")
+    value = arr.reshape(-1)[0].item()
+    if not math.isfinite(value) or value < 0:
+        raise CheckpointError(f"{path}: tensor {key!r} must be finite and >= 0, got {value}")
+    return value
+
+
 def _load_checkpoint(out: Path, manifest: dict | None, model, opt: AdamW) -> tuple[int, float]:
+    from fourier_toy.runs.read_run import checked_step, read_metrics
+
     if manifest is None:  # a run written before manifests: its two files must agree on the step
-        weights, meta = load_tensors(out / MODEL)
-        state, _ = load_tensors(out / STATE)
-        step = int(state["step"]) if "step" in state else -1
+        model_path, state_path = out / MODEL, out / STATE
+        weights, meta = load_tensors(model_path)
+        state, _ = load_tensors(state_path)
+        step = int(_state_scalar(state_path, state, "step", "iu"))
         if str(step) != meta.get("step"):
             raise CheckpointError(f"{out / MODEL}: weights are from step {meta.get('step')} but the optimizer "
                                   f"state from step {step}; the checkpoint was interrupted")
     else:
-        _settle_checkpoint(out, manifest)
-        weights, _ = load_tensors(checkpoint_file(out, manifest, "model"))
+        model_path = checkpoint_file(out, manifest, "model")
+        weights, meta = load_tensors(model_path)
+        checked_step(model_path, meta, manifest)
         state_path = checkpoint_file(out, manifest, "state")
         state, _ = load_tensors(state_path)
-        step = int(state["step"]) if "step" in state else -1
+        step = int(_state_scalar(state_path, state, "step", "iu"))
         if step != manifest["step"]:
             raise CheckpointError(f"{state_path}: holds step {step} but {CHECKPOINT} says {manifest['step']}")
+    elapsed = float(_state_scalar(state_path, state, "elapsed", "iuf"))
+    read_metrics(out / METRICS)  # checked before anything is rewritten
     from fourier_toy.nn.params import pack
 
-    model.params[:] = pack(model.layout, weights, model.params.dtype)
-    opt.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("opt.")})
-    return step, float(state["elapsed"])
+    params = pack(model.layout, weights, model.params.dtype, where=str(model_path))
+    try:
+        opt.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("opt.")})
+    except CheckpointError as err:
+        raise CheckpointError(f"{state_path}: {err}") from None
+    if manifest is not None:
+        _settle_checkpoint(out, manifest)
+    model.params[:] = params
+    return step, elapsed
 
 
 def resume_config(run: Path, overrides=()) -> Config:

@@ -13,7 +13,7 @@ from fourier_toy.errors import CheckpointError
 from fourier_toy.nn.model import GPT
 from fourier_toy.nn.params import Layout, pack
 from fourier_toy.training.backends import make_gpt
-from fourier_toy.runs.read_run import read_weights
+from fourier_toy.runs.read_run import read_weights, weights_file
 from fourier_toy.task import Split, make_splits
 from fourier_toy.training.loop import load_run_config
 
@@ -34,10 +34,13 @@ def load_run(path, backend: str | None = None) -> Run:
     try:
         cfg, derived = load_run_config(path)
         weights, meta = read_weights(path)
+        step = int(meta.get("step", 0))  # checked by read_weights
+        layout = Layout.gpt2(cfg.task.n_numbers + 2, cfg.model.d_model, cfg.model.n_layers, cfg.model.tied,
+                             cfg.model.n_ctx)
+        params = pack(layout, weights, where=str(weights_file(path)))
     except CheckpointError as err:
         raise CheckpointError(f"RUN: {err}") from None  # the argument that named the run
     if backend:
         cfg.model.backend = backend
-    layout = Layout.gpt2(cfg.task.n_numbers + 2, cfg.model.d_model, cfg.model.n_layers, cfg.model.tied, cfg.model.n_ctx)
-    model = make_gpt(cfg.model, cfg.task.n_numbers, params=pack(layout, weights))
-    return Run(path, cfg, derived, model, make_splits(cfg.task, cfg.seed), int(meta.get("step", 0)))
+    model = make_gpt(cfg.model, cfg.task.n_numbers, params=params)
+    return Run(path, cfg, derived, model, make_splits(cfg.task, cfg.seed), step)
