@@ -24,7 +24,7 @@ import numpy as np
 
 from fourier_toy.config import LN_EPS
 from fourier_toy.errors import CheckpointError, ConfigError, DataError
-from fourier_toy.runs.files import fsync_dir
+from fourier_toy.runs.files import DirLock, fsync_dir
 from fourier_toy.runs.layout import is_run_dir
 from fourier_toy.runs.tensors import load_tensors
 
@@ -256,14 +256,26 @@ def write_hf_folder(out_dir, tensors: dict, hf_cfg: dict, force: bool = False,
     non-empty out_dir is replaced only with force=True and only if replaceable(out_dir) says it is
     a folder written here (never a run directory); CheckpointError otherwise.
     """
-    from safetensors import SafetensorError
-    from safetensors.numpy import save_file
-
     out_dir = Path(out_dir)
     n_vocab, n_ctx, d, n_layers, _, tied = _config_sizes(hf_cfg, "hf_cfg")
     sd = to_hf_state_dict(tensors, tied)
     _check_against({k.removeprefix(PREFIX): v for k, v in sd.items()},
                    expected_shapes(n_vocab, n_ctx, d, n_layers, tied), "tensors (against hf_cfg)")
+
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"{out_dir.parent}: cannot create ({e.strerror})") from None
+    # One writer at a time: the checks below and the swap must see the folder as it stays.
+    with DirLock(out_dir.parent / f".{out_dir.name}.lock", f"OUT {str(out_dir)!r}"):
+        _replace_folder(out_dir, sd, hf_cfg, force, extra_json, replaceable)
+    return out_dir
+
+
+def _replace_folder(out_dir: Path, sd: dict, hf_cfg: dict, force: bool, extra_json, replaceable) -> None:
+    """write_hf_folder's checks and swap, under its lock."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import save_file
 
     if out_dir.exists() and not out_dir.is_dir():
         raise CheckpointError(f"{out_dir}: exists and is not a directory")
@@ -274,10 +286,6 @@ def write_hf_folder(out_dir, tensors: dict, hf_cfg: dict, force: bool = False,
             what = "a run directory" if is_run_dir(out_dir) else "not a folder this export wrote"
             raise CheckpointError(f"--force: {out_dir} is {what}; refusing to replace it "
                                   f"(only a previously exported folder is replaced)")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CheckpointError(f"{out_dir.parent}: cannot create ({e.strerror})") from None
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex}"
     trash = None
     try:
@@ -310,7 +318,6 @@ def write_hf_folder(out_dir, tensors: dict, hf_cfg: dict, force: bool = False,
             shutil.rmtree(tmp, ignore_errors=True)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
-    return out_dir
 
 
 def read_hf_folder(folder) -> tuple[dict, dict]:
