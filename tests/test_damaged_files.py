@@ -401,7 +401,7 @@ def _npz_member_broken(d: Path) -> Path:
 
 def _npy_object(d: Path) -> Path:
     path = d / "rows.npy"
-    np.save(path, np.array([[1, "a"]] * 21, dtype=object), allow_pickle=True)
+    np.save(path, np.array([[1, "a"]] * 21, dtype=object))  # np.save pickles object arrays by default
     return path
 
 
