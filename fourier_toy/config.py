@@ -63,7 +63,7 @@ class EmbeddingConfig:
     periods: list = field(default_factory=lambda: [2.0, 2.5, 5.0, 10.0], metadata={"periods": True})
     low: str = field(default="linear", metadata=_choice("linear", "lowfreq", "none"))
     mapping: str = field(default="orthonormal", metadata=_choice("orthonormal", "pad"))
-    source: str = ""  # transplant: a .npy/.npz, a Hugging Face GPT-2 folder, a run dir, or "toy"
+    source: str = ""  # transplant: a .npy/.npz, a Hugging Face GPT-2 folder, a run dir, "whisper" or "toy"
     width: str = field(default="pca", metadata=_choice("pca", "pad"))
 
 
@@ -113,6 +113,7 @@ class Config:
 #   3       RNG_EPOCH      [seed, id, epoch]         an epoch's batch order             training/loop.py
 #   11      RNG_TOY_INIT   [toy seed, id]            the toy source's initialization    training/toy_source.py
 #   13      RNG_TOY_EPOCH  [toy seed, id, epoch]     the toy source's batch order       training/toy_source.py
+#   17      RNG_PLANT_NOISE [seed, id]               a planted model's weight noise     plant/construct.py
 #
 # The toy source has a seed of its own (ToyConfig.seed), not the run's; its ids differ from the
 # run's anyway, so a toy seed equal to a run's seed still draws unrelated numbers. bench/throughput.py
@@ -123,19 +124,33 @@ RNG_EMBED = 2
 RNG_EPOCH = 3
 RNG_TOY_INIT = 11
 RNG_TOY_EPOCH = 13
+RNG_PLANT_NOISE = 17
 
 
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "embedding": EmbeddingConfig, "train": TrainConfig}
 
-# Presets hold only the values that differ from the dataclass defaults.
+# Presets hold only the values that differ from the dataclass defaults. Each was chosen from the
+# regime study (docs/regimes.md, scripts/study/), which also says which claims each one measures.
 PRESETS: dict[str, dict] = {
-    # Every embedding kind, diagnostics and report in minutes on 2 cores. p = 121, so the number
-    # axis analysed (0..119, N = 120) puts periods 2, 2.5, 5, 10 on integer components.
+    # The whole `reproduce` (every condition, 3 seeds) in about two minutes on 2 cores: p = 121, so
+    # the number axis analysed (0..119, N = 120) puts periods 2, 2.5, 5, 10 on integer components.
+    # It measures the embedding claims (spectra, rescue, from scratch, probes); its filters leave
+    # 31 (high band removed) and 10 (period 2 kept) null dimensions of 128, too few for the others.
     "quick": {},
-    # The paper's task: p = 521, a, b <= 260, unordered pairs once each, 80/10/10.
+    # The cheapest regime of the study in which every filter keeps dim null(M) >= 25% of d_model
+    # (138 / 63 / 42 of 160 for the low-band, high-band and period-2 filters at p = 121) with 4
+    # layers for the logit lens: the mechanism claims (division of labour, Table 1, error types,
+    # parity, lens). Without clipping (docs/regimes.md: clipping at 1.0 slows frozen-row runs).
+    "mechanism": {
+        "model": {"d_model": 160, "n_layers": 4, "n_heads": 4},
+        "train": {"grad_clip": 0.0},
+    },
+    # The paper's task: p = 521, a, b <= 260, unordered pairs once each, 80/10/10. At p = 521 the
+    # period-2 filter removes 519 of the 521 basis rows' directions, so d_model 640 (10 heads of 64)
+    # is the narrowest multiple of 64 that leaves every filter a null space: 542 / 219 / 122.
     "paper": {
         "task": {"max_operand": 260},
-        "model": {"d_model": 256, "n_layers": 2, "n_heads": 8},
+        "model": {"d_model": 640, "n_layers": 2, "n_heads": 10},
         "train": {"batch_size": 512, "max_steps": 0, "max_seconds": 600.0, "eval_every": 250,
                   "checkpoint_every": 1000},
     },
@@ -320,7 +335,7 @@ def validate(cfg: Config) -> None:
     e = cfg.embedding
     if e.kind == "transplant" and not e.source:
         raise ConfigError("embedding.source: required when embedding.kind = 'transplant' "
-                          "(a .npy/.npz file, a Hugging Face GPT-2 folder, a run directory, or 'toy')")
+                          "(a .npy/.npz file, a Hugging Face GPT-2 folder, a run directory, 'whisper' or 'toy')")
     if e.kind == "fourier" and not e.periods and e.low == "none":
         raise ConfigError("embedding.periods: empty with embedding.low = 'none' leaves no features")
     t = cfg.train

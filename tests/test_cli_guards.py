@@ -43,17 +43,12 @@ def refused(code: int, err: str, *words: str) -> bool:
             and all(w in lines[0] for w in words))
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("made") / "run"
-    assert cli.main(["train", *TINY, "--out", str(out)]) == 0
-    return out
-
-
 @pytest.fixture
-def run(tiny_run, tmp_path) -> Path:
+def run(fourier_toy_run_path, tmp_path) -> Path:
+    """A copy of `fourier-toy train --preset tiny --set model.backend=numpy` (40 steps), trained
+    once into the plugin's run cache (fourier_toy.testing.plugin)."""
     copy = tmp_path / "p" / "run"
-    shutil.copytree(tiny_run, copy)
+    shutil.copytree(fourier_toy_run_path(["model.backend=numpy"], preset="tiny"), copy)
     return copy
 
 

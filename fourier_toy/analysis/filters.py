@@ -60,9 +60,10 @@ def null_space_projector(W_U, fb: fourier.FourierBasis, mask) -> tuple[np.ndarra
     """P = I - pinv(M) M (d, d) float64, M = (F W_U[:N])[mask]; info: rank(M), dim null(M).
 
     W_U (p, d) with p >= N = fb.n; its first N rows are used. P is computed from the SVD of M
-    (P = I - V_r V_r^T over the r right singular vectors above numpy's rank tolerance), which is
+    (P = I - V_r V_r^T over the r right singular vectors above the rank tolerance at W_U.s precision), which is
     pinv(M) M exactly up to rounding and keeps P symmetric and idempotent.
     """
+    dtype = getattr(W_U, "dtype", np.dtype(np.float64))
     try:
         W = np.asarray(W_U, dtype=np.float64)
     except (TypeError, ValueError):
@@ -77,7 +78,10 @@ def null_space_projector(W_U, fb: fourier.FourierBasis, mask) -> tuple[np.ndarra
     if M.shape[0] == 0:
         return np.eye(d), {"rank": 0, "dim_null": d, "n_removed_rows": 0, "d": d}
     _, s, Vt = np.linalg.svd(M, full_matrices=False)
-    tol = s.max(initial=0.0) * max(M.shape) * np.finfo(np.float64).eps
+    # Rank at the resolution W_U was stored in: a float32 W_U's rounding (~6e-8 of its scale) is
+    # not rank, and counting it would remove directions no band of W_U reads.
+    eps = max(np.finfo(np.float64).eps, np.finfo(dtype).eps if np.issubdtype(dtype, np.floating) else 0.0)
+    tol = s.max(initial=0.0) * max(M.shape) * eps
     r = int(np.sum(s > tol))
     V = Vt[:r]
     P = np.eye(d) - V.T @ V

@@ -14,6 +14,7 @@ import numpy as np
 
 from fourier_toy.embeddings import fourier_rows as embeddings
 from fourier_toy.embeddings import pretrained
+from fourier_toy.embeddings.packaged import PACKAGED, load_packaged
 from fourier_toy.config import RNG_EMBED, RNG_INIT, Config, check_memory, model_bytes
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.nn.model import GPT
@@ -41,7 +42,10 @@ def number_rows(cfg: Config) -> tuple[np.ndarray | None, dict]:
 
 def load_source(source: str, n_numbers: int) -> tuple[np.ndarray, dict]:
     """Pre-trained number rows from a .npy/.npz file, a Hugging Face GPT-2 folder, a fourier_toy
-    run directory, or "toy" (a model fourier_toy pre-trains itself; see pretrain_toy.py)."""
+    run directory, a packaged source by name ("whisper": embeddings/packaged.py), or "toy" (a model
+    fourier_toy pre-trains itself; see toy_source.py)."""
+    if source in PACKAGED:
+        return load_packaged(source, n_numbers)
     if source == "toy":
         from fourier_toy.training.toy_source import toy_number_rows
 
@@ -57,7 +61,8 @@ def load_source(source: str, n_numbers: int) -> tuple[np.ndarray, dict]:
     except DataError as err:
         # The readers name the file; the prefix names the setting that pointed at it.
         raise DataError(f"embedding.source: {err}") from None
-    raise ConfigError(f"embedding.source: {source!r} is neither an existing .npy/.npz file, a folder, nor 'toy'")
+    raise ConfigError(f"embedding.source: {source!r} is neither an existing .npy/.npz file, a folder, "
+                      f"nor one of {', '.join([*PACKAGED, 'toy'])}")
 
 
 def build_model(cfg: Config, dtype=np.float32) -> tuple[GPT, dict]:

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from fourier_toy.analysis import diagnose
 from fourier_toy.analysis import plots
+from fourier_toy.embeddings.packaged import packaged_path
 from fourier_toy.errors import CheckpointError, ConfigError, DataError
+from fourier_toy.testing import planted_rows
 from fourier_toy.training.evaluate import evaluate
 
-from conftest import shared_data_file
 
-REAL = "whisper_tiny_en_numbers_0_520.npy"  # in the shared data folder: conftest.shared_data_file
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -23,20 +23,10 @@ def strict_json(obj):
     return json.loads(json.dumps(obj, allow_nan=False))
 
 
-def planted(n_rows: int, width: int, periods, seed: int = 0, amp: float = 1.0) -> np.ndarray:
-    """Gaussian rows plus cos/sin of each period mixed into random directions."""
-    rng = np.random.default_rng(seed)
-    n = np.arange(n_rows)[:, None]
-    W = rng.normal(size=(n_rows, width))
-    for T in periods:
-        wave = np.hstack([np.cos(2 * np.pi * n / T), np.sin(2 * np.pi * n / T)])
-        W += amp * wave @ rng.normal(size=(2, width))
-    return W
-
-
 def test_spectrum_report_finds_planted_periods(tmp_path):
     path = tmp_path / "rows.npy"
-    np.save(path, planted(121, 64, [10, 2.5]))
+    W, _ = planted_rows(121, 64, [10, 2.5])  # Gaussian rows plus waves of RMS 1 in random directions
+    np.save(path, W)
     rep = strict_json(diagnose.spectrum_report(path))
     (m,) = rep["matrices"]
     assert (m["basis"], m["N"], m["width"], m["rows_used"]) == ("exact", 120, 64, 120)
@@ -50,10 +40,10 @@ def test_spectrum_report_finds_planted_periods(tmp_path):
     assert (paper["N"], paper["denominator"]) == (121, 120)
 
 
-def test_spectrum_report_of_a_run_names_each_matrix(tiny_run):
-    rep = strict_json(diagnose.spectrum_report(tiny_run.path))
+def test_spectrum_report_of_a_run_names_each_matrix(fourier_toy_run):
+    rep = strict_json(diagnose.spectrum_report(fourier_toy_run.path))
     assert rep["kind"] == "run" and [m["name"] for m in rep["matrices"]] == ["wte", "W_U"]
-    assert all(m["N"] == tiny_run.model.n_numbers - 1 for m in rep["matrices"])
+    assert all(m["N"] == fourier_toy_run.model.n_numbers - 1 for m in rep["matrices"])
     # The frozen Fourier embedding has periods 2, 2.5, 5, 10 built in.
     key = {r["k"]: r["amplitude"] for r in rep["matrices"][0]["key_periods"]}
     amps = rep["matrices"][0]["amplitude"]
@@ -62,7 +52,7 @@ def test_spectrum_report_of_a_run_names_each_matrix(tiny_run):
 
 
 def test_real_embedding_rows_0_to_519():
-    (m,) = diagnose.spectrum_report(shared_data_file(REAL))["matrices"]
+    (m,) = diagnose.spectrum_report(Path(packaged_path("whisper")))["matrices"]
     assert m["N"] == 520 and m["rows_used"] == 520
     found = {round(o["period"], 2) for o in m["outliers"]}
     assert {10.0, 5.0, 2.5, 2.0} <= found
@@ -82,10 +72,10 @@ def test_bad_sources_are_refused(tmp_path):
         diagnose.spectrum_report(tmp_path / "even.npy", basis="paper")
 
 
-def test_lens_report(tiny_run):
-    rep = strict_json(diagnose.lens_report(tiny_run, split="train"))
+def test_lens_report(fourier_toy_run):
+    rep = strict_json(diagnose.lens_report(fourier_toy_run, split="train"))
     assert rep["n_layers"] == 2 and [x["layer"] for x in rep["lens"]] == [0, 1]
-    final = evaluate(tiny_run.model, tiny_run.splits["train"])
+    final = evaluate(fourier_toy_run.model, fourier_toy_run.splits["train"])
     assert rep["lens"][-1]["acc"] == final["acc"]
     for m in rep["modules"]:
         assert m["attn_low"] + m["attn_high"] == pytest.approx(1.0)
@@ -94,11 +84,11 @@ def test_lens_report(tiny_run):
     text = diagnose.format_lens(rep)
     assert "attn low" in text and f"tau = {rep['tau']}" in text
     with pytest.raises(ConfigError):
-        diagnose.lens_report(tiny_run, split="dev")
+        diagnose.lens_report(fourier_toy_run, split="dev")
 
 
-def test_ablate_report(tiny_run):
-    rep = strict_json(diagnose.ablate_report(tiny_run.path, split="train", periods=(2, 10)))
+def test_ablate_report(fourier_toy_run):
+    rep = strict_json(diagnose.ablate_report(fourier_toy_run.path, split="train", periods=(2, 10)))
     assert len(rep["rows"]) == 7 and rep["rows"][0]["modules"] == "none"
     assert [s["period"] for s in rep["single_pass"]] == [2.0, 10.0]
     text = diagnose.format_ablate(rep)
@@ -118,10 +108,10 @@ def test_probe_report_matrix_separates_planted_residues(tmp_path):
     assert "kappa" in diagnose.format_probe(rep)
 
 
-def test_probe_report_run_probes_each_layer(tiny_run):
-    rep = strict_json(diagnose.probe_report(tiny_run, periods=(2,), split="train", rng=np.random.default_rng(0)))
+def test_probe_report_run_probes_each_layer(fourier_toy_run):
+    rep = strict_json(diagnose.probe_report(fourier_toy_run, periods=(2,), split="train", rng=np.random.default_rng(0)))
     assert [x["layer"] for x in rep["hidden"]["layers"]] == [0, 1]
-    assert rep["hidden"]["n"] == len(tiny_run.splits["train"])
+    assert rep["hidden"]["n"] == len(fourier_toy_run.splits["train"])
     wte = {p["T"]: p["kappa"] for p in rep["embedding"][0]["probes"]}
     assert wte[2] > 0.5  # the frozen Fourier rows carry parity on a circle
     assert "after block 1" in diagnose.format_probe(rep)
@@ -134,11 +124,11 @@ def is_png(path) -> bool:
     return len(data) > 1000 and data[:8] == PNG_MAGIC
 
 
-def test_every_plot_writes_a_png(tiny_run, tmp_path):
-    spec = strict_json(diagnose.spectrum_report(tiny_run))
-    lens_rep = strict_json(diagnose.lens_report(tiny_run, split="train"))
-    abl = strict_json(diagnose.ablate_report(tiny_run, split="train"))
-    probes = strict_json(diagnose.probe_report(tiny_run, periods=(2,), split="train"))
+def test_every_plot_writes_a_png(fourier_toy_run, tmp_path):
+    spec = strict_json(diagnose.spectrum_report(fourier_toy_run))
+    lens_rep = strict_json(diagnose.lens_report(fourier_toy_run, split="train"))
+    abl = strict_json(diagnose.ablate_report(fourier_toy_run, split="train"))
+    probes = strict_json(diagnose.probe_report(fourier_toy_run, periods=(2,), split="train"))
     ref = [{"modules": "none", "removed": "-", "acc": 0.9974}, {"modules": "MLP", "removed": "low", "acc": 0.3589}]
     outs = [
         plots.plot_spectrum(spec, tmp_path / "spectrum.png"),
@@ -148,9 +138,9 @@ def test_every_plot_writes_a_png(tiny_run, tmp_path):
         plots.plot_ablation(abl, tmp_path / "table1_ref.png", reference=ref),
         plots.plot_errors(abl, tmp_path / "errors.png"),
         plots.plot_probes(probes, tmp_path / "probes.png"),
-        plots.plot_training({"fourier": tiny_run.path, "again": tiny_run.path / "metrics.jsonl"},
+        plots.plot_training({"fourier": fourier_toy_run.path, "again": fourier_toy_run.path / "metrics.jsonl"},
                             tmp_path / "curves.png"),
-        plots.plot_training({"seeds": [tiny_run.path, tiny_run.path / "metrics.jsonl"]}, tmp_path / "band.png",
+        plots.plot_training({"seeds": [fourier_toy_run.path, fourier_toy_run.path / "metrics.jsonl"]}, tmp_path / "band.png",
                             title="mean over seeds"),
     ]
     for p in outs:

@@ -9,8 +9,7 @@ from fourier_toy.analysis import filters
 from fourier_toy.analysis import fourier
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.training.evaluate import evaluate, predict
-
-from conftest import all_examples
+from fourier_toy.testing import all_examples
 
 
 @st.composite
@@ -95,8 +94,8 @@ def test_projector_rejects_bad_shapes():
 
 
 @pytest.mark.parametrize("modules", ["attn", "mlp", "both"])
-def test_filter_hooks_remove_the_band_from_every_module_output(tiny_run, modules):
-    model, sp = tiny_run.model, all_examples(tiny_run)
+def test_filter_hooks_remove_the_band_from_every_module_output(fourier_toy_run, modules):
+    model, sp = fourier_toy_run.model, all_examples(fourier_toy_run)
     hooks, info = filters.filter_hooks(model, "high", modules)
     hooked = {name for name, _ in hooks}
     want = {f"blocks.{l}.{h}" for l in range(2) for h in filters.MODULES[modules]}
@@ -116,8 +115,8 @@ def test_filter_hooks_remove_the_band_from_every_module_output(tiny_run, modules
     assert info["dim_null"] == model.cfg.d_model - info["rank"] and info["N"] == fb.n
 
 
-def test_ablation_table_rows_and_baseline(tiny_run):
-    model, sp = tiny_run.model, all_examples(tiny_run)
+def test_ablation_table_rows_and_baseline(fourier_toy_run):
+    model, sp = fourier_toy_run.model, all_examples(fourier_toy_run)
     tab = filters.ablation_table(model, sp)
     got = [(r["modules"], r["removed"]) for r in tab["rows"]]
     assert got == [("none", "-"), ("ATTN & MLP", "low"), ("ATTN", "low"), ("MLP", "low"),
@@ -141,8 +140,8 @@ def test_ablation_table_rows_and_baseline(tiny_run):
     assert (tab["basis"], tab["N"], tab["tau"], tab["d"]) == ("exact", fb.n, fourier.default_tau(fb.n), 32)
 
 
-def test_single_pass_keeps_one_frequency(tiny_run):
-    model, sp = tiny_run.model, all_examples(tiny_run)
+def test_single_pass_keeps_one_frequency(fourier_toy_run):
+    model, sp = fourier_toy_run.model, all_examples(fourier_toy_run)
     res = filters.single_pass(model, sp, period=2)
     fb = fourier.number_axis(model.n_numbers).basis
     assert res["k"] == fb.n // 2 and res["n_removed_rows"] == fb.n - 2  # all but const and Nyquist
@@ -155,8 +154,8 @@ def test_single_pass_keeps_one_frequency(tiny_run):
         filters.single_pass(model, sp, period=3)  # 20 / 3 is not a component
 
 
-def test_filter_arguments_are_checked(tiny_run):
+def test_filter_arguments_are_checked(fourier_toy_run):
     with pytest.raises(ConfigError):
-        filters.filter_hooks(tiny_run.model, "low", "heads")
+        filters.filter_hooks(fourier_toy_run.model, "low", "heads")
     with pytest.raises(ConfigError):
-        filters.filter_hooks(tiny_run.model, "low", basis="dct")
+        filters.filter_hooks(fourier_toy_run.model, "low", basis="dct")

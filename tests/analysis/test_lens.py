@@ -9,8 +9,7 @@ from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.training.evaluate import evaluate, score
 from fourier_toy.nn.ops import LN_EPS
 from fourier_toy.task import Split
-
-from conftest import all_examples
+from fourier_toy.testing import all_examples
 
 
 def ln64(x, w, b):
@@ -19,8 +18,8 @@ def ln64(x, w, b):
     return xc / np.sqrt((xc**2).mean(-1, keepdims=True) + LN_EPS) * w + b
 
 
-def test_last_layer_lens_equals_model_logits(tiny_run):
-    model, sp = tiny_run.model, all_examples(tiny_run)
+def test_last_layer_lens_equals_model_logits(fourier_toy_run):
+    model, sp = fourier_toy_run.model, all_examples(fourier_toy_run)
     resid = lens.residual_last(model, sp.tokens)
     assert resid.shape == (2, len(sp), model.cfg.d_model)
     np.testing.assert_array_equal(lens._lens_logits(model, resid[-1]), model.forward(sp.tokens))
@@ -33,8 +32,8 @@ def test_last_layer_lens_equals_model_logits(tiny_run):
     assert batched[-1]["acc"] == ref["acc"] and batched[-1]["loss"] == pytest.approx(ref["loss"], rel=1e-5)
 
 
-def test_lens_recomputes_final_layernorm_per_layer(tiny_run):
-    model, sp = tiny_run.model, all_examples(tiny_run)
+def test_lens_recomputes_final_layernorm_per_layer(fourier_toy_run):
+    model, sp = fourier_toy_run.model, all_examples(fourier_toy_run)
     rng = np.random.default_rng(3)
     saved = model.weights["ln_f.weight"].copy(), model.weights["ln_f.bias"].copy()
     try:
@@ -58,8 +57,8 @@ def test_lens_recomputes_final_layernorm_per_layer(tiny_run):
         model.weights["ln_f.weight"][...], model.weights["ln_f.bias"][...] = saved
 
 
-def test_module_logits_decompose_the_residual(tiny_run):
-    model, sp = tiny_run.model, all_examples(tiny_run)
+def test_module_logits_decompose_the_residual(fourier_toy_run):
+    model, sp = fourier_toy_run.model, all_examples(fourier_toy_run)
     ml = lens.module_logits(model, sp.tokens)
     L, n, p = model.cfg.n_layers, len(sp), model.n_numbers
     assert ml.attn.shape == ml.mlp.shape == (L, n, p) and ml.embed.shape == (n, p)
@@ -72,8 +71,8 @@ def test_module_logits_decompose_the_residual(tiny_run):
     np.testing.assert_allclose(ml.mlp[0], cache["blocks.0.hook_mlp_out"][:, -1] @ model.W_U.T, rtol=1e-6)
 
 
-def test_module_spectra_match_independent_computations(tiny_run):
-    model, sp = tiny_run.model, all_examples(tiny_run)
+def test_module_spectra_match_independent_computations(fourier_toy_run):
+    model, sp = fourier_toy_run.model, all_examples(fourier_toy_run)
     ms = lens.module_spectra(model, sp, batch=16)  # float32 forwards in other batches: rtol 1e-5
     fb = fourier.number_axis(model.n_numbers).basis
     N = fb.n
@@ -97,8 +96,8 @@ def test_module_spectra_match_independent_computations(tiny_run):
     assert len(ms["periods"]) == ms["freqs"]["attn"].shape[1] == N // 2 + 1
 
 
-def test_module_spectra_paper_basis_and_tau(tiny_run):
-    model, sp = tiny_run.model, all_examples(tiny_run)
+def test_module_spectra_paper_basis_and_tau(fourier_toy_run):
+    model, sp = fourier_toy_run.model, all_examples(fourier_toy_run)
     ms = lens.module_spectra(model, sp, basis="paper", tau=5)
     assert (ms["basis"], ms["N"], ms["denominator"], ms["tau"]) == ("paper", model.n_numbers, model.n_numbers - 1, 5)
     low_all = lens.module_spectra(model, sp, tau=model.n_numbers)  # every non-constant k is below tau
@@ -108,9 +107,9 @@ def test_module_spectra_paper_basis_and_tau(tiny_run):
             lens.module_spectra(model, sp, tau=bad)
 
 
-def test_empty_split_is_refused(tiny_run):
+def test_empty_split_is_refused(fourier_toy_run):
     empty = Split(np.zeros((0, 4), dtype=np.int64), np.zeros(0, dtype=np.int64))
     with pytest.raises(DataError):
-        lens.logit_lens(tiny_run.model, empty)
+        lens.logit_lens(fourier_toy_run.model, empty)
     with pytest.raises(DataError):
-        lens.module_spectra(tiny_run.model, empty)
+        lens.module_spectra(fourier_toy_run.model, empty)

@@ -24,6 +24,7 @@ from fourier_toy.analysis import outliers as ol
 from fourier_toy.analysis import plots
 from fourier_toy.errors import ConfigError
 from fourier_toy.experiments.conditions import headline
+from fourier_toy.testing import planted_rows
 
 STAT = settings(max_examples=12, deadline=None, derandomize=True)
 KEY = (10.0, 5.0, 2.5, 2.0)
@@ -31,10 +32,7 @@ KEY = (10.0, 5.0, 2.5, 2.0)
 
 def planted(N: int, D: int, T: float, a: float, seed: int) -> np.ndarray:
     """(N, D) Gaussian rows plus a / sqrt(N) times a period-T cos/sin pair in random directions."""
-    rng = np.random.default_rng(seed)
-    n = np.arange(N)[:, None]
-    wave = np.hstack([np.cos(2 * np.pi * n / T), np.sin(2 * np.pi * n / T)])
-    return rng.normal(size=(N, D)) + a / math.sqrt(N) * wave @ rng.normal(size=(2, D))
+    return planted_rows(N, D, [T], amplitude=a / math.sqrt(N), seed=seed)[0]
 
 
 def binomial_bound(n: int, p: float, tail: float = 1e-3) -> int:

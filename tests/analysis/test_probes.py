@@ -7,16 +7,7 @@ from hypothesis import strategies as st
 
 from fourier_toy.errors import ConfigError, DataError
 from fourier_toy.analysis.probes import cohen_kappa, probe_mod
-
-
-def _circle_features(n, T, rng, extra_dims=6, noise=0.05):
-    """[cos, sin](2 pi n / T) plus small noise, beside unit-variance noise dims, randomly rotated."""
-    angle = 2 * np.pi * n / T
-    signal = np.stack([np.cos(angle), np.sin(angle)], axis=1)
-    X = np.concatenate([signal, rng.normal(size=(n.size, extra_dims))], axis=1)
-    X[:, :2] += noise * rng.normal(size=(n.size, 2))
-    Q, _ = np.linalg.qr(rng.normal(size=(X.shape[1], X.shape[1])))
-    return X @ Q  # the code is not axis-aligned, as in a learned embedding
+from fourier_toy.testing import circle_features
 
 
 @settings(max_examples=15, deadline=None)
@@ -25,7 +16,7 @@ def test_probe_reads_residue_from_circle_features(T, N, seed):
     # Over 400 random draws of this setup the lowest kappa was 0.97 (T = 10, N = 200); with
     # T = 11-12 and ~17 training numbers per residue it drops to ~0.84, so T stops at 10.
     n = np.arange(N)
-    X = _circle_features(n, T, np.random.default_rng(seed))
+    X = circle_features(n, T, np.random.default_rng(seed))
     res = probe_mod(X, n, T, np.random.default_rng(seed + 1))
     assert res.n_train + res.n_test == N
     assert res.kappa > 0.9
@@ -46,7 +37,7 @@ def test_probe_on_gaussian_features_is_at_chance(seed, T):
 
 def test_probe_is_deterministic_for_a_seed():
     n = np.arange(300)
-    X = _circle_features(n, 7, np.random.default_rng(0), noise=1.0)
+    X = circle_features(n, 7, np.random.default_rng(0), noise=1.0)
     a = probe_mod(X, n, 7, np.random.default_rng(42))
     b = probe_mod(X, n, 7, np.random.default_rng(42))
     c = probe_mod(X, n, 7, np.random.default_rng(43))

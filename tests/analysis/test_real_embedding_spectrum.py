@@ -1,7 +1,6 @@
 """The Fourier tools on a real pre-trained number embedding (Whisper tiny.en rows at GPT-2 ids).
 
-Reads whisper_tiny_en_numbers_0_520.npy from the shared data folder (tests/conftest.py, shared_data_file):
-skips when absent, fails under CI=true.
+Reads the rows packaged with fourier_toy (embeddings/packaged.py, `--source whisper`).
 """
 
 import numpy as np
@@ -11,22 +10,16 @@ from fourier_toy.analysis import fourier as fr
 from fourier_toy.analysis import outliers as ol
 from fourier_toy.analysis.probes import probe_mod
 
-from conftest import shared_data_file
+from fourier_toy.embeddings.packaged import load_packaged
 
-WHISPER = "whisper_tiny_en_numbers_0_520.npy"
 PAPER_PERIODS = (2.0, 2.5, 5.0, 10.0)
 
 
 @pytest.fixture(scope="module")
-def data():
-    return shared_data_file(WHISPER)
-
-
-@pytest.fixture(scope="module")
-def rows(data):
-    E = np.load(data, allow_pickle=False)
+def rows():
+    E, _ = load_packaged("whisper", 521)
     assert E.shape == (521, 384)
-    return E[:520].astype(np.float64)  # N = 520: periods 2, 2.5, 5, 10 on integer k
+    return E[:520]  # N = 520: periods 2, 2.5, 5, 10 on integer k
 
 
 def _periods(outliers):
@@ -43,15 +36,15 @@ def test_real_rows_show_paper_periods_as_outliers(rows):
         # observed peaks (p = 1 / 500, the smallest attainable).
         assert 1.2 < scan.critical_at(k) < 1.4 and scan.p_value_at(k) == pytest.approx(1 / 500)
     assert all(ol.period_detectable(fr.exact_basis(520), T) for T in PAPER_PERIODS)
-    # Independent reference: shared/data/PROVENANCE.md measured these with its own script.
+    # Independent reference: data/PROVENANCE.md (and its source's) measured these with its own script.
     amps = fr.mean_dft_amplitude(rows)
     reference = {52: 2.78, 104: 3.37, 156: 3.26, 208: 3.69, 260: 3.17}
     for k, expected in reference.items():
         assert ol.prominence(amps, k) == pytest.approx(expected, abs=0.01)
 
 
-def test_paper_basis_on_all_521_rows_gives_the_same_spikes(data):
-    full = np.load(data, allow_pickle=False).astype(np.float64)
+def test_paper_basis_on_all_521_rows_gives_the_same_spikes():
+    full, _ = load_packaged("whisper", 521)
     found = ol.find_outliers(full, fr.paper_basis(521))
     for T in PAPER_PERIODS:
         assert any(np.isclose(p, T) for p in _periods(found))

@@ -1,8 +1,10 @@
 """Readers of pre-trained number rows (.npy/.npz, Hugging Face folder, run dir) and width adaptation."""
 
 import hashlib
+import io
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +13,12 @@ from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
 from fourier_toy.errors import ConfigError, DataError
+from fourier_toy.embeddings import packaged
+from fourier_toy.embeddings.packaged import PACKAGED, load_packaged, packaged_path
 from fourier_toy.embeddings.pretrained import adapt_width, load_hf_folder, load_matrix, load_run_rows
+from fourier_toy.training.build import load_source
 
-from conftest import shared_data_file
 
-WHISPER = "whisper_tiny_en_numbers_0_520.npy"  # in the shared data folder: conftest.shared_data_file
-WHISPER_SHA256 = "9cfede5b5b9084f7f4193d9ade8fa10592ff1f0d6df0ff98b6c1adc777ee0daa"  # PROVENANCE.md
 
 
 def _raises_one_line(exc, match, fn, *args, **kwargs):
@@ -276,15 +278,36 @@ def test_pad_and_its_errors():
     _raises_one_line(DataError, r"rows: contains NaN", adapt_width, np.array([[1.0, np.nan]]), 2)
 
 
-# ---- the real pre-trained rows in shared/data -----------------------------------------------------
+# ---- the packaged real pre-trained rows (embeddings/packaged.py) -------------------------------------
 
-def test_real_whisper_rows_load_and_pca_to_128():
-    whisper = shared_data_file(WHISPER)
-    rows, info = load_matrix(whisper, 521)
-    assert rows.shape == (521, 384) and np.isfinite(rows).all()
-    assert info["sha256"] == WHISPER_SHA256
+def test_packaged_whisper_rows_load_and_pca_to_128():
+    rows, info = load_packaged("whisper", 521)
+    assert rows.shape == (521, 384) and rows.dtype == np.float64 and np.isfinite(rows).all()
+    data = packaged_path("whisper").read_bytes()
+    assert info["sha256"] == hashlib.sha256(data).hexdigest() == PACKAGED["whisper"][1]
+    assert np.load(io.BytesIO(data)).dtype == np.float16 and info["dtype"] == "float16"
+    assert not np.array_equal(rows[10], rows[11])  # row i is the number i, not a constant
     out, pinfo = adapt_width(rows, 128, "pca")
     print(f"whisper tiny.en numbers 0..520, PCA 384 -> 128: variance_kept = {pinfo['variance_kept']:.4f}")
     assert out.shape == (521, 128)
     assert 0.5 < pinfo["variance_kept"] < 1.0
-    _raises_one_line(DataError, r"has 521 rows, the task needs 522 \(numbers 0\.\.521\)", load_matrix, whisper, 522)
+    assert np.array_equal(load_source("whisper", 121)[0], rows[:121])
+
+
+def test_packaged_rows_provenance_names_the_file_license_and_hash():
+    text = (Path(packaged.__file__).parent / "data" / "PROVENANCE.md").read_text()
+    name, sha256, _ = PACKAGED["whisper"]
+    assert name in text and sha256 in text and "MIT" in text and "(521, 384) float16" in text
+
+
+def test_packaged_rows_too_few_and_damaged_are_one_line(tmp_path, monkeypatch):
+    _raises_one_line(DataError, r"'whisper' has the rows of the numbers 0\.\.520; the task needs 0\.\.521 "
+                     r"\(task\.max_operand <= 260\)", load_packaged, "whisper", 522)
+    _raises_one_line(DataError, r"no packaged source 'gpt2'", load_packaged, "gpt2", 10)
+    damaged = tmp_path / "rows.npy"
+    data = bytearray(packaged_path("whisper").read_bytes())
+    data[-1] ^= 1
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(packaged, "packaged_path", lambda name: damaged)
+    _raises_one_line(DataError, r"packaged file whisper_tiny_en_numbers_0_520\.npy is damaged", load_packaged,
+                     "whisper", 10)

@@ -1,6 +1,8 @@
-"""Shared by the kernel tests: hypothesis settings and comparisons with the numpy oracle.
+"""Shared by the kernel tests: hypothesis settings, random inputs and the oracle's term sizes.
 
-float64 must agree to ~1e-10, float32 to ~1e-5 relative to the size of the result.
+Comparisons with the numpy oracle use the public ``fourier_toy.testing.assert_close``: float64 must
+agree to 1e-10, float32 to 2e-5, relative to the size of the terms that make up the result
+(``FLOAT_TOLERANCE``, calibrated in its docstring).
 """
 
 from __future__ import annotations
@@ -13,24 +15,6 @@ SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 DTYPES = st.sampled_from([np.float64, np.float32])
 SEEDS = st.integers(0, 2**32 - 1)
-TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
-
-
-def close(actual, expected, what="", scale=0.0):
-    """Agree to the dtype's tolerance, relative to each entry and to a scale.
-
-    The scale is the size of the terms that make up the result (a sum of |terms|), so that a
-    result that cancels to almost nothing is judged by the rounding its terms allow; it defaults
-    to the largest entry of the expected result.
-    """
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, what
-    tol = TOL[np.dtype(actual.dtype)]
-    finite = np.isfinite(expected)
-    scale = max(float(np.max(scale)), np.abs(expected[finite]).max() if finite.any() else 0.0)
-    np.testing.assert_allclose(actual.astype(np.float64), expected.astype(np.float64),
-                               rtol=tol, atol=tol * max(scale, 1e-30), equal_nan=True,
-                               err_msg=what)
 
 
 def same_nans(actual, expected, what=""):

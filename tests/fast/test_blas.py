@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_checks import DTYPES, SEEDS, SETTINGS, close
+from kernel_checks import DTYPES, SEEDS, SETTINGS
 
 from fourier_toy.fast import blas
+from fourier_toy.testing import assert_close
 from fourier_toy.training.backends import make_gpt
 
 BLASABLE = ("C", "T", "cols", "rows")  # layouts np.matmul passes to BLAS as they are
@@ -77,7 +78,7 @@ def test_matmul_of_layouts_numpy_copies_is_close(dtype, seed, m, n, p, ka, kb):
     a, b = _layout(rng, dtype, (m, n), ka), _layout(rng, dtype, (n, p), kb)
     out = np.empty((m, p), dtype)
     blas.matmul(a, b, out)
-    close(out, a.astype(np.float64) @ b.astype(np.float64), scale=np.abs(a) @ np.abs(b))
+    assert_close(out, a.astype(np.float64) @ b.astype(np.float64), scale=np.abs(a) @ np.abs(b))
 
 
 def test_backend_is_numpys_openblas_where_numpy_bundles_it():
@@ -111,7 +112,7 @@ def test_scipy_gemm_adapter_computes_row_major_products(routine, ta, tb):
     adapter.ctypes(blas._ROW_MAJOR, ta, tb, m, n, k, 1.0, _ptr(A), A.shape[1], _ptr(B), B.shape[1], 0.0, _ptr(C), n)
     opA = A if ta == blas._NO_TRANS else A.T
     opB = B if tb == blas._NO_TRANS else B.T
-    close(C, opA.astype(np.float64) @ opB.astype(np.float64))
+    assert_close(C, opA.astype(np.float64) @ opB.astype(np.float64))
 
 
 @pytest.mark.parametrize("routine", ["sdot", "ddot"])
@@ -120,7 +121,7 @@ def test_scipy_dot_adapter_computes_strided_dot_products(routine):
     rng = np.random.default_rng(2)
     x, y = rng.standard_normal(14).astype(dtype), rng.standard_normal(21).astype(dtype)
     got = blas._dot_adapter(routine).ctypes(7, _ptr(x), 2, _ptr(y), 3)
-    close(np.array(got, dtype), x[::2].astype(np.float64) @ y[::3].astype(np.float64))
+    assert_close(np.array(got, dtype), x[::2].astype(np.float64) @ y[::3].astype(np.float64))
 
 
 @pytest.mark.parametrize("routine, order, trans",
@@ -136,7 +137,7 @@ def test_scipy_gemv_adapter_computes_both_orders(routine, order, trans):
     adapter = blas._gemv_adapter(routine)
     adapter.ctypes(order, trans, m, n, 1.0, _ptr(stored), lda, _ptr(x), 1, 0.0, _ptr(y), 1)
     opA = A.T if trans == blas._TRANS else A
-    close(y, opA.astype(np.float64) @ x.astype(np.float64))
+    assert_close(y, opA.astype(np.float64) @ x.astype(np.float64))
 
 
 def _in_subprocess(code, blas_choice):

@@ -1,7 +1,7 @@
 """The numba kernels against the numpy oracle (ops.py), op by op, forward and backward.
 
 Shapes are drawn by hypothesis; array contents come from a numpy Generator seeded by hypothesis,
-which keeps example generation cheap. Tolerances: kernel_checks.py.
+which keeps example generation cheap. Tolerances: fourier_toy.testing.assert_close (FLOAT_TOLERANCE).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_checks import (DTYPES, SEEDS, SETTINGS, attention_grad_scales, close, random_arrays, same_nans,
+from kernel_checks import (DTYPES, SEEDS, SETTINGS, attention_grad_scales, random_arrays, same_nans,
                            with_nan)
 
 from fourier_toy.fast.adamw import adamw_update
@@ -24,6 +24,7 @@ from fourier_toy.fast import jit
 from fourier_toy.fast import op_kernels as K
 from fourier_toy.nn import ops
 from fourier_toy.errors import ConfigError, DataError
+from fourier_toy.testing import assert_close
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -79,11 +80,11 @@ def test_embedding_matches_oracle(dtype, seed, B, T, extra_ctx, V, D):
     x, c = K.embedding_forward(tokens, wte, wpe)
     x_ref, c_ref = ops.embedding_forward(tokens, wte, wpe)
     assert x.dtype == dtype
-    close(x, x_ref, "x", scale=ops.embedding_forward(tokens, abs(wte), abs(wpe))[0])
+    assert_close(x, x_ref, "x", scale=ops.embedding_forward(tokens, abs(wte), abs(wpe))[0])
     scales = ops.embedding_backward(abs(dx), c_ref)
     for got, ref, sc, name in zip(K.embedding_backward(dx, c), ops.embedding_backward(dx, c_ref),
                                   scales, ("dwte", "dwpe")):
-        close(got, ref, name, scale=sc)
+        assert_close(got, ref, name, scale=sc)
 
 
 def test_embedding_gradient_sums_repeated_tokens():
@@ -124,14 +125,14 @@ def test_layernorm_matches_oracle(dtype, seed, lead, D, scale):
     # |x - mean|: a large offset with a small spread is ill-conditioned in any implementation.
     rstd = c_ref[1]
     xt = (abs(x) + abs(x.mean(axis=-1, keepdims=True))) * rstd
-    close(y, y_ref, "y", scale=xt * abs(w) + abs(b))
+    assert_close(y, y_ref, "y", scale=xt * abs(w) + abs(b))
     g = abs(dy * w)
     lead_axes = tuple(range(len(lead)))
     scales = (rstd * (g + g.mean(-1, keepdims=True) + xt * (g * xt).mean(-1, keepdims=True)),
               (abs(dy) * xt).sum(lead_axes), abs(dy).sum(lead_axes))
     for got, ref, sc, name in zip(K.layernorm_backward(dy, c), ops.layernorm_backward(dy, c_ref),
                                   scales, ("dx", "dw", "db")):
-        close(got, ref, name, scale=sc)
+        assert_close(got, ref, name, scale=sc)
 
 
 # ---- linear ------------------------------------------------------------------------------------
@@ -146,11 +147,11 @@ def test_linear_matches_oracle(dtype, seed, lead, din, dout):
     y, c = K.linear_forward(x, W, b)
     y_ref, c_ref = ops.linear_forward(x, W, b)
     assert y.dtype == dtype
-    close(y, y_ref, "y", scale=ops.linear_forward(abs(x), abs(W), abs(b))[0])
+    assert_close(y, y_ref, "y", scale=ops.linear_forward(abs(x), abs(W), abs(b))[0])
     scales = ops.linear_backward(abs(dy), (abs(x), abs(W)))
     for got, ref, sc, name in zip(K.linear_backward(dy, c), ops.linear_backward(dy, c_ref),
                                   scales, ("dx", "dW", "db")):
-        close(got, ref, name, scale=sc)
+        assert_close(got, ref, name, scale=sc)
 
 
 def test_linear_rejects_mismatched_shapes():
@@ -173,8 +174,8 @@ def test_gelu_matches_oracle(dtype, seed, shape, scale):
     y, c = K.gelu_forward(x)
     y_ref, c_ref = ops.gelu_forward(x)
     assert y.dtype == dtype  # the kernels keep float32 as float32
-    close(y, y_ref, "y", scale=abs(x))
-    close(K.gelu_backward(dy, c), ops.gelu_backward(dy, c_ref), "dx", scale=abs(dy))
+    assert_close(y, y_ref, "y", scale=abs(x))
+    assert_close(K.gelu_backward(dy, c), ops.gelu_backward(dy, c_ref), "dx", scale=abs(dy))
 
 
 def test_gelu_float32_tanh_is_accurate_over_the_whole_range():
@@ -212,14 +213,14 @@ def test_attention_matches_oracle(dtype, seed, shape, scale, transposed):
     z, c = K.attention_forward(q, k, v)
     z_ref, c_ref = ops.attention_forward(q, k, v)
     assert z.dtype == dtype
-    close(z, z_ref, "z", scale=abs(v))
-    close(c[3], c_ref[3], "pattern", scale=1.0)
+    assert_close(z, z_ref, "z", scale=abs(v))
+    assert_close(c[3], c_ref[3], "pattern", scale=1.0)
     # The causal mask leaves exact zeros: query i sits at position Tk - Tq + i.
     later = np.arange(Tk)[None, :] > np.arange(Tk - Tq, Tk)[:, None]
     assert np.all(c[3][..., later] == 0.0)
     for got, ref, sc, name in zip(K.attention_backward(dz, c), ops.attention_backward(dz, c_ref),
                                   attention_grad_scales(dz, c_ref), ("dq", "dk", "dv")):
-        close(got, ref, name, scale=sc)
+        assert_close(got, ref, name, scale=sc)
 
 
 
@@ -241,13 +242,13 @@ def test_attention_with_minus_inf_scores_matches_oracle(dtype):
         grads_ref = ops.attention_backward(dz, c_ref)
     assert c[3][0, 0, 2, 1] == 0.0 and np.isfinite(z[0, 0]).all()
     assert np.isnan(c[3][1, 1, 1]).all() and np.isnan(z[1, 1, 1]).all()
-    close(z, z_ref, "z", scale=abs(v))
-    close(c[3], c_ref[3], "pattern", scale=1.0)
+    assert_close(z, z_ref, "z", scale=abs(v))
+    assert_close(c[3], c_ref[3], "pattern", scale=1.0)
     finite = [np.where(np.isfinite(a), a, 0) for a in c_ref]
     for got, ref, sc, name in zip(grads, grads_ref, attention_grad_scales(dz, finite),
                                   ("dq", "dk", "dv")):
         same_nans(got, ref, name)
-        close(got, ref, name, scale=sc)
+        assert_close(got, ref, name, scale=sc)
 
 
 # ---- cross-entropy -----------------------------------------------------------------------------
@@ -262,9 +263,9 @@ def test_cross_entropy_matches_oracle(dtype, seed, B, C, scale, dloss):
     loss_ref, c_ref = ops.cross_entropy_forward(logits, targets)
     assert np.shape(loss) == () and np.asarray(loss).dtype == dtype
     # log(sum of exps) near 1 limits the loss to the dtype's absolute precision.
-    close(loss, loss_ref, "loss", scale=1.0)
-    close(c[0], c_ref[0], "probs", scale=1.0)
-    close(K.cross_entropy_backward(dloss, c), ops.cross_entropy_backward(dloss, c_ref),
+    assert_close(loss, loss_ref, "loss", scale=1.0)
+    assert_close(c[0], c_ref[0], "probs", scale=1.0)
+    assert_close(K.cross_entropy_backward(dloss, c), ops.cross_entropy_backward(dloss, c_ref),
            "dlogits", scale=abs(dloss) / B)
 
 
@@ -348,7 +349,7 @@ def test_either_backward_accepts_either_cache():
         for got in (getattr(ops, name + "_backward")(dout, c),
                     getattr(K, name + "_backward")(dout, c_ref)):
             for g, g_ref in zip(*(t if isinstance(t, tuple) else (t,) for t in (got, want))):
-                close(g, g_ref, name)
+                assert_close(g, g_ref, name)
 
 
 # ---- the same bits in every process and on any number of threads ------------------------------

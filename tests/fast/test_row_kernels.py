@@ -2,7 +2,7 @@
 
 Each kernel writes preallocated outputs; the references build the same results from the ops.py
 pairs, with arrays in the (rows, width) example-major layout the model uses. Shapes are drawn by
-hypothesis, contents from a seeded numpy Generator; tolerances: kernel_checks.py.
+hypothesis, contents from a seeded numpy Generator; tolerances: fourier_toy.testing.assert_close.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_checks import (DTYPES, SEEDS, SETTINGS, attention_grad_scales, close, random_arrays, same_nans,
+from kernel_checks import (DTYPES, SEEDS, SETTINGS, attention_grad_scales, random_arrays, same_nans,
                            with_nan)
 
 from fourier_toy.fast import ENGINE
 from fourier_toy.fast import row_kernels as fused
 from fourier_toy.fast import op_kernels as kernels
 from fourier_toy.nn import ops
+from fourier_toy.testing import assert_close
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,7 +55,7 @@ def test_fused_embedding_layernorm_matches_oracle(dtype, seed, B, T, V, D, nan):
     scales = (xs, xt * abs(w) + abs(b), xs.mean(-1), fin(rstd_ref) * 4)
     for got, ref, sc, name in zip((x, a, mean, rstd), (x_ref, a_ref, mean_ref, rstd_ref), scales, ("x", "a", "mean", "rstd")):
         same_nans(got, ref, name)
-        close(got, ref, name, scale=sc)
+        assert_close(got, ref, name, scale=sc)
     assert nan == bool(np.isnan(a).any())
 
 
@@ -78,10 +79,10 @@ def test_fused_residual_layernorm_matches_oracle(dtype, seed, shape, D):
     a_ref, _, mean_ref, rstd_ref = _ln_ref(out_ref, w, b)
     terms = abs(base[step - 1::step]) + abs(y) + abs(bias)
     xt = (terms + terms.mean(-1, keepdims=True)) * rstd_ref[:, None]
-    close(out, out_ref, "out", scale=terms)
-    close(a, a_ref, "a", scale=xt * abs(w) + abs(b))
-    close(mean, mean_ref, "mean", scale=terms.mean(-1))
-    close(rstd, rstd_ref, "rstd", scale=4 * rstd_ref)
+    assert_close(out, out_ref, "out", scale=terms)
+    assert_close(a, a_ref, "a", scale=xt * abs(w) + abs(b))
+    assert_close(mean, mean_ref, "mean", scale=terms.mean(-1))
+    assert_close(rstd, rstd_ref, "rstd", scale=4 * rstd_ref)
 
 
 @SETTINGS
@@ -119,7 +120,7 @@ def test_fused_layernorm_backward_with_residual_matches_oracle(dtype, seed, shap
     for got, ref, sc, name in zip((dx, dw, db, dsum), (dx_ref, dw_ref, db_ref, dsum_ref), scales,
                                   ("dx", "dw", "db", "dsum")):
         same_nans(got, ref, name)
-        close(got, ref, name, scale=sc)
+        assert_close(got, ref, name, scale=sc)
     if nan is not None and arrays[nan].size:
         assert np.isnan(dx).any() and np.isnan(dsum).any()
 
@@ -143,7 +144,7 @@ def test_fused_gelu_with_bias_matches_oracle(dtype, seed, M, F, scale, nan):
     for got, ref, name, sc in ((act, act_ref, "act", abs(pre)), (dh, dh_ref, "dh", 2 * abs(dact) * (1 + abs(pre))),
                                (dbias, dh_ref.sum(0), "dbias", (2 * abs(dact) * (1 + abs(pre))).sum(0))):
         same_nans(got, ref, name)
-        close(got, ref, name, scale=np.where(np.isfinite(sc), sc, 0))
+        assert_close(got, ref, name, scale=np.where(np.isfinite(sc), sc, 0))
     assert nan == bool(np.isnan(act).any()) == bool(np.isnan(dbias).any())
 
 
@@ -219,7 +220,7 @@ def _fused_matches_oracle(qkv, bias, B, T, H, last_only, dz):
         ref, scales = _oracle_attention(qkv, bias, B, T, H, last_only, dz)
     for g, r, sc, name in zip(got, ref, scales, ("z", "pattern", "dqkv", "dbias")):
         same_nans(g, r, name)
-        close(g, r, name, scale=sc)
+        assert_close(g, r, name, scale=sc)
     return got
 
 
@@ -292,8 +293,8 @@ def test_fused_cross_entropy_matches_oracle(dtype, seed, M, C, scale, dloss, nan
     if nan:
         assert np.isnan(total)
         return
-    close(np.asarray(total / M, dtype=dtype), loss_ref, "loss", scale=1.0 + abs(logits).max())
-    close(dlogits, d_ref, "dlogits", scale=abs(dloss) / M)
+    assert_close(np.asarray(total / M, dtype=dtype), loss_ref, "loss", scale=1.0 + abs(logits).max())
+    assert_close(dlogits, d_ref, "dlogits", scale=abs(dloss) / M)
 
 
 @SETTINGS
@@ -307,4 +308,4 @@ def test_fused_embedding_gradient_matches_oracle(dtype, seed, B, T, V, D):
     ref = ops.embedding_backward(dx, (tokens, (V, D), (T + 2, D)))
     scales = ops.embedding_backward(abs(dx), (tokens, (V, D), (T + 2, D)))
     for got, r, sc, name in zip((dwte, dwpe), ref, scales, ("dwte", "dwpe")):
-        close(got, r, name, scale=sc)
+        assert_close(got, r, name, scale=sc)

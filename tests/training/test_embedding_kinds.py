@@ -12,6 +12,7 @@ from safetensors.numpy import save_file
 from fourier_toy import cli
 from fourier_toy import config
 from fourier_toy.embeddings import fourier_rows as embeddings
+from fourier_toy.embeddings.packaged import packaged_path
 from fourier_toy.training.build import build_model, trainable_mask
 from fourier_toy.training.evaluate import evaluate
 from fourier_toy.nn.optim import AdamW, clip_grad_norm
@@ -21,9 +22,7 @@ from fourier_toy.runs.tensors import load_tensors
 from fourier_toy.task import make_splits
 from fourier_toy.training.loop import train
 
-from conftest import shared_data_file
 
-WHISPER = "whisper_tiny_en_numbers_0_520.npy"  # in the shared data folder: conftest.shared_data_file
 
 
 def tiny(*overrides):
@@ -147,8 +146,7 @@ def test_transplant_wide_source_records_variance_kept_in_the_run(tmp_path):
 # ---- transplant of real pre-trained rows -----------------------------------------------------------
 
 def test_real_pretrained_rows_transplant_and_train(tmp_path):
-    whisper = shared_data_file(WHISPER)
-    cfg = tiny("task.max_operand=30", "embedding.kind=transplant", f"embedding.source={whisper}",
+    cfg = tiny("task.max_operand=30", "embedding.kind=transplant", "embedding.source=whisper",
                "embedding.freeze=true", "train.max_steps=60", "train.eval_every=20", "train.lr=0.003")
     model, _ = build_model(cfg)
     start = evaluate(model, make_splits(cfg.task, cfg.seed)["train"])["loss"]
@@ -159,7 +157,8 @@ def test_real_pretrained_rows_transplant_and_train(tmp_path):
     assert np.isfinite(losses).all() and np.isfinite(end)
     assert end < start - 0.3 and losses[-1] < losses[0]
     emb = json.loads((tmp_path / "run" / "config.json").read_text())["derived"]["embedding"]
-    assert emb["sha256"] == hashlib.sha256(whisper.read_bytes()).hexdigest()
+    assert emb["sha256"] == hashlib.sha256(packaged_path("whisper").read_bytes()).hexdigest()
+    assert emb["name"] == "whisper" and emb["source"] == "packaged"
     assert 0.0 < emb["variance_kept"] < 1.0 and emb["width_in"] == 384
 
 
