@@ -35,8 +35,10 @@ EXAMPLES = {
     "sweep": ["printf 'preset = \"tiny\"\\n[grid]\\n\"embedding.kind\" = [\"learned\", \"fourier\"]\\nseed = [0, 1]\\n' > grid.toml",
               "fourier-toy sweep grid.toml --workers 2 --out sweeps/grid"],
     "sweep-report": ["fourier-toy sweep-report sweeps/grid"],
+    "study": ["fourier-toy study scripts/study/mechanism.toml --workers 2 --out studies/mechanism"],
     "bench": ["fourier-toy bench --configs S --backends numba --rounds 3"],
     "pretrain-toy": ["fourier-toy pretrain-toy --numbers 121 --seed 0"],
+    "plant": ["fourier-toy plant --out runs/plant --high attn --low mlp --periods 2,2.5,5,10"],
 }
 
 
@@ -184,6 +186,42 @@ def cmd_pretrain_toy(args) -> int:
     return 0
 
 
+# PlantSpec field -> the `plant` flag that sets it, so a bad value's message names the flag.
+_PLANT_FLAGS = {"max_operand": "--max-operand", "d_model": "--d-model", "n_layers": "--layers", "n_heads": "--heads",
+                "high_periods": "--periods", "high_module": "--high", "low_module": "--low",
+                "low_frequencies": "--low-frequencies", "magnitude_block": "--magnitude-block", "noise": "--noise",
+                "seed": "--seed"}
+
+
+def cmd_plant(args) -> int:
+    """Write a known-answer model (fourier_toy/plant) as a run directory; print its accuracy."""
+    from fourier_toy.plant import PlantSpec, write_plant
+    from fourier_toy.runs.files import read_json_object
+    from fourier_toy.runs.layout import SUMMARY
+    from fourier_toy.training.loop import RunResult
+
+    try:
+        periods = tuple(float(x) for x in args.periods.split(","))
+    except ValueError:
+        raise ConfigError(f"--periods: expected comma-separated numbers like 2,2.5,5,10, got {args.periods!r}") from None
+    try:
+        spec = PlantSpec(max_operand=args.max_operand, d_model=args.d_model, n_layers=args.layers,
+                         n_heads=args.heads, high_periods=periods, high_module=args.high, low_module=args.low,
+                         low_frequencies=args.low_frequencies, magnitude_block=args.magnitude_block,
+                         noise=args.noise, seed=args.seed)
+    except ConfigError as e:
+        field, _, rest = str(e).partition(":")
+        raise ConfigError(f"{_PLANT_FLAGS[field]}:{rest}" if field in _PLANT_FLAGS else str(e)) from None
+    _out_dir(args.out)
+    path = write_plant(spec, args.out, force=args.force)
+    summary = read_json_object(path / SUMMARY)
+    print(f"planted {spec.division}: units digit (periods {', '.join(f'{T:g}' for T in spec.high_periods)}) in "
+          f"the last {spec.high_module}, magnitude (k = 1..{spec.low_frequencies}) in {spec.low_module}; "
+          f"d_model {spec.d_model}, {spec.n_layers} layers, noise {spec.noise:g}")
+    print(RunResult(path, 0, summary["stop_reason"], summary["final"]).summary_line())
+    return 0
+
+
 def _diagnostic(args, report_fn, format_fn, plot_fns) -> int:
     """Shared by spectrum / lens / ablate / probe: a table, or JSON, and optionally a figure."""
     from fourier_toy.analysis.plots import check_plot_path
@@ -276,6 +314,21 @@ def _open_in_browser(url: str) -> None:
         print(f"note: --open: no browser available here; open {url} on a machine that has one", file=sys.stderr)
 
 
+def cmd_study(args) -> int:
+    """A regime study (experiments/study.py): the sweep's progress, then study.md; default OUT:
+    studies/<GRID file stem>. Exit status 0 when every run succeeded, 1 when any failed."""
+    from fourier_toy.experiments.study import STUDY_MD, run_study
+
+    if args.scheduler is not None and args.workers is not None:
+        raise ConfigError("--workers: not used with --scheduler (the cluster's workers train the runs)")
+    out = Path(args.out) if args.out else Path("studies") / Path(args.grid).stem
+    _out_dir(out)
+    summary = run_study(args.grid, out, workers=args.workers, scheduler=args.scheduler, progress=args.progress)
+    missing = sum(r["missing_runs"] for r in summary["regimes"])
+    print(f"{out / STUDY_MD}: {len(summary['regimes'])} regimes" + (f", {missing} runs failed" if missing else ""))
+    return 0 if not missing else EXIT_FAILED
+
+
 def cmd_sweep(args) -> int:
     """Progress lines to stderr, the summary to stdout; default OUT: sweeps/<GRID file stem>.
     Exit status 0 when every run succeeded, 1 when any failed."""
@@ -310,6 +363,8 @@ def cmd_sweep_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fourier_toy.experiments.conditions import DEFAULT_SEEDS, DEFAULT_SOURCE
+
     p = _Parser(prog="fourier-toy", description=__doc__, **_help(None))
     p.add_argument("--version", action=_Version, help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -342,11 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="the paper's experiments in toy form, with report.md and figures",
                        **_help("reproduce"))
-    r.add_argument("--preset", default="quick", help="quick (minutes) or paper (p = 521)")
-    r.add_argument("--seeds", type=int, default=5)
+    r.add_argument("--preset", default="quick", help="quick (about 2 minutes: the embedding claims), mechanism (about "
+                   "10 minutes: the mechanism claims) or paper (p = 521, hours)")
+    r.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help=f"seeds per condition (default {DEFAULT_SEEDS})")
     r.add_argument("--out", help="output directory (default reproduce-PRESET)")
-    r.add_argument("--source", default="toy",
-                   help="pre-trained number rows: 'toy' (built in), a .npy/.npz, a GPT-2 folder or a run")
+    r.add_argument("--source", default=DEFAULT_SOURCE,
+                   help="pre-trained number rows: 'whisper' (real, packaged; the default), 'toy' (pre-trained here), "
+                        "a .npy/.npz, a GPT-2 folder or a run")
     r.add_argument("--workers", type=int, help="worker processes (default: the number of cores)")
     r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one value (repeatable)")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=progress_help)
@@ -367,14 +424,19 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--plot", metavar="FILE.png", help="also write the figure")
         d.set_defaults(func=func)
 
-    sw = sub.add_parser("sweep", help="run a grid of runs (GRID.toml) on local workers or a Dask cluster",
-                        **_help("sweep"))
-    sw.add_argument("grid")
-    sw.add_argument("--workers", type=int)
-    sw.add_argument("--scheduler", metavar="tcp://HOST:PORT")
-    sw.add_argument("--out")
-    sw.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=progress_help)
-    sw.set_defaults(func=cmd_sweep)
+    grid_commands = (
+        ("sweep", "run a grid of runs (GRID.toml) on local workers or a Dask cluster", cmd_sweep),
+        ("study", "a regime study: claims judged per regime over a sweep (GRID.toml with regime, condition and "
+                  "seed axes)", cmd_study),
+    )
+    for name, help_, func in grid_commands:
+        g = sub.add_parser(name, help=help_, **_help(name))
+        g.add_argument("grid")
+        g.add_argument("--workers", type=int)
+        g.add_argument("--scheduler", metavar="tcp://HOST:PORT")
+        g.add_argument("--out")
+        g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=progress_help)
+        g.set_defaults(func=func)
     sr = sub.add_parser("sweep-report", help="aggregate a sweep directory", **_help("sweep-report"))
     sr.add_argument("dir")
     sr.set_defaults(func=cmd_sweep_report)
@@ -391,6 +453,27 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--no-cache", action="store_true")
     pt.set_defaults(func=cmd_pretrain_toy)
+
+    pl = sub.add_parser("plant", help="write a known-answer model (weights set by hand) as a run directory",
+                        **_help("plant"))
+    pl.add_argument("--out", required=True, metavar="RUN", help="the run directory to write")
+    pl.add_argument("--max-operand", type=int, default=60, help="a, b <= N (a multiple of 5; default 60)")
+    pl.add_argument("--d-model", type=int, default=128, help="width (default 128)")
+    pl.add_argument("--layers", type=int, default=2, help="layers, at least 2 (default 2)")
+    pl.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    pl.add_argument("--high", default="attn", choices=["attn", "mlp"],
+                    help="the last-layer module writing the units digit (default attn, as GPT-2)")
+    pl.add_argument("--low", default="mlp", choices=["attn", "mlp"],
+                    help="the module writing the magnitude (default mlp, as GPT-2)")
+    pl.add_argument("--periods", default="2,2.5,5,10", help="the units digit's periods (default 2,2.5,5,10)")
+    pl.add_argument("--low-frequencies", type=int, default=None,
+                    help="the magnitude's frequencies k = 1..K (default: the most that fit)")
+    pl.add_argument("--magnitude-block", type=int, default=5, choices=[1, 3, 5],
+                    help="operands' magnitude read at the centre of blocks of this many numbers (default 5)")
+    pl.add_argument("--noise", type=float, default=0.0, help="Gaussian weight noise, a fraction of each tensor's RMS")
+    pl.add_argument("--seed", type=int, default=0, help="the run's seed: its split and the noise")
+    pl.add_argument("--force", action="store_true", help="replace an existing run directory")
+    pl.set_defaults(func=cmd_plant)
     return p
 
 

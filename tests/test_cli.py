@@ -60,7 +60,7 @@ def test_version_falls_back_to_the_package_attribute(monkeypatch):
 
 def test_the_parser_knows_every_command():
     assert set(COMMANDS) == {"train", "eval", "export", "reproduce", "spectrum", "lens", "ablate", "probe",
-                             "sweep", "sweep-report", "bench", "pretrain-toy"}
+                             "sweep", "sweep-report", "study", "bench", "pretrain-toy", "plant"}
     assert set(cli.EXAMPLES) == {None, *COMMANDS}
 
 
@@ -189,7 +189,7 @@ def test_reproduce_off_a_terminal_prints_runs_and_stages(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(reproduce_mod.sweep, "run_sweep", fake_sweep)
     monkeypatch.setattr(reproduce_mod.report, "write", fake_write)
-    reproduce_mod.reproduce(preset="tiny", seeds=1, out=tmp_path / "r", progress=False)
+    reproduce_mod.reproduce(preset="tiny", seeds=1, out=tmp_path / "r", source="toy", progress=False)
     err = capsys.readouterr().err.splitlines()
     assert re.fullmatch(r"reproduce: toy source ready \(\d+\.\d s\)", err[0]), err
     assert err[1:4] == ["reproduce: 5 runs to train", "[1/5] learned seed 0: test acc 0.125, 1.5 s",

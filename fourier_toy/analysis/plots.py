@@ -27,7 +27,8 @@ from fourier_toy.runs.layout import CONFIG, DIAGNOSTICS, METRICS, MODEL, STATE, 
 RUN_FILES = (CONFIG, METRICS, MODEL, STATE, SUMMARY, DIAGNOSTICS)
 
 __all__ = ["KEY_PERIODS", "mean_band", "plot_spectrum", "plot_spectra", "plot_module_spectra", "plot_lens",
-           "plot_lenses", "plot_ablation", "plot_errors", "plot_probes", "plot_training", "plot_bench"]
+           "plot_lenses", "plot_ablation", "plot_errors", "plot_probes", "plot_training", "plot_bench",
+           "plot_label_grid", "plot_grouped_bars"]
 
 # The reference bars beside the toy's (plot_ablation) are the paper's GPT-2-XL numbers (paper.py): the
 # legend names the model, so a figure shown on its own (a slide, report.html) says what it compares.
@@ -394,4 +395,66 @@ def plot_bench(records, path) -> Path:
     title = (f"{first.get('bench', 'bench')}, {first.get('threads', '?')} threads, matmul peak "
              f"{first.get('peak_gflops', '?')} GFLOP/s, {first.get('blas', '?')}")
     fig.suptitle(textwrap.fill(title, 45 * len(configs)), fontsize=9)  # about 45 characters fit a column
+    return _save(fig, path)
+
+
+def plot_label_grid(row_labels: list[str], col_labels: list[str], cells: list[list[tuple[str, str]]], colors: dict,
+                    path, title: str = "") -> Path:
+    """A table of coloured cells: cells[i][j] = (category, text) for row i, column j; `colors` maps a
+    category to its colour (a legend lists them). Used for a study's claim x regime verdicts."""
+    n_rows, n_cols = len(row_labels), len(col_labels)
+    fig, axes = _new(size=(1.0 + 1.35 * n_cols, 1.2 + 0.5 * n_rows))
+    ax = axes[0, 0]
+    for i, row in enumerate(cells):
+        for j, (category, text) in enumerate(row):
+            ax.add_patch(_rect(j, n_rows - 1 - i, colors.get(category, "white")))
+            ax.text(j + 0.5, n_rows - 1 - i + 0.5, text, ha="center", va="center", fontsize=7)
+    ax.set_xlim(0, n_cols)
+    ax.set_ylim(0, n_rows)
+    ax.set_xticks([j + 0.5 for j in range(n_cols)], [textwrap.fill(c, 14) for c in col_labels], fontsize=7)
+    ax.set_yticks([n_rows - 1 - i + 0.5 for i in range(n_rows)], row_labels, fontsize=8)
+    ax.tick_params(length=0)
+    ax.xaxis.tick_top()
+    handles = [_rect(0, 0, c) for c in colors.values()]
+    ax.legend(handles, list(colors), loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(colors), fontsize=7,
+              frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def _rect(x, y, color):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x, y), 1, 1, facecolor=color, edgecolor="white", linewidth=1.5)
+
+
+def plot_grouped_bars(groups: list[str], series: dict[str, list[list[float]]], path, ylabel: str, title: str = "",
+                      reference: dict[str, float] | None = None) -> Path:
+    """Bars of the mean (whiskers: min and max) of series[name][g] (the values over seeds) for every
+    group g, one bar per series within a group; an empty list draws no bar. `reference` draws
+    labelled horizontal lines (e.g. GPT-2's value)."""
+    fig, axes = _new(size=(max(6.0, 1.1 * len(groups) + 2), 3.6))
+    ax = axes[0, 0]
+    n = max(len(series), 1)
+    width = 0.8 / n
+    for s, (name, per_group) in enumerate(series.items()):
+        xs, means, lo, hi = [], [], [], []
+        for g, vals in enumerate(per_group):
+            vals = [v for v in vals if v is not None]
+            if not vals:
+                continue
+            xs.append(g - 0.4 + width * (s + 0.5))
+            means.append(float(np.mean(vals)))
+            lo.append(means[-1] - min(vals))
+            hi.append(max(vals) - means[-1])
+        ax.bar(xs, means, width, yerr=[lo, hi], capsize=2, label=name)
+    for label, y in (reference or {}).items():
+        ax.axhline(y, color="gray", linestyle="--", linewidth=0.8)
+        ax.text(len(groups) - 0.5, y, label, ha="right", va="bottom", fontsize=7, color="gray")
+    ax.set_xticks(range(len(groups)), [textwrap.fill(g, 14) for g in groups], fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
     return _save(fig, path)

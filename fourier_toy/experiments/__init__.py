@@ -11,6 +11,8 @@
   reproduce.py     `fourier-toy reproduce`: conditions x seeds through a sweep, then the report
   report.py        report.md / summary.json / figures: each claim beside GPT-2's number
   report_html.py   report.html: the same report as one self-contained page
+  study.py         `fourier-toy study`: regime x condition x seed through a sweep, claims judged per regime
+  study_report.py  study.md / study.json / figures of a study
   sweep.py         `run_sweep`: a grid's runs into one directory (its layout), resumable
   sweep_report.py  a sweep's statistics over seeds, table and figure
   workers.py       a sweep's worker processes: thread limits, start-up, watchdog, lock files

@@ -29,9 +29,15 @@ class Condition:
         return {"name": self.name, **self.values}
 
 
+# The pre-trained rows `reproduce` transplants unless told otherwise: a real pre-trained model's,
+# shipped with the package (embeddings/packaged.py), as the paper transplants GPT-2's.
+DEFAULT_SOURCE = "whisper"
+SOURCE_LABELS = {"whisper": "Whisper tiny.en rows", "toy": "the built-in digits-pre-trained toy"}
+
+
 def conditions(source: str) -> list[Condition]:
     """Every embedding condition the paper compares, with `source` as the pre-trained one."""
-    src = "the built-in digits-pre-trained toy" if source == "toy" else Path(source).name
+    src = SOURCE_LABELS.get(source) or Path(source).name
     return [
         Condition("learned", "learned, from scratch", {"embedding.kind": "learned", "embedding.freeze": False}),
         Condition("fourier_frozen", "Fourier-initialized, frozen", {"embedding.kind": "fourier", "embedding.freeze": True}),
@@ -46,21 +52,38 @@ def conditions(source: str) -> list[Condition]:
 # The training budget of each preset's experiments: a step budget, not a convergence target, since
 # from-scratch models may never converge (DESIGN.md, "Presets"). Runs stop early once the held-out
 # val split is solved. The paper budget (3,000 steps of 512, about 55 epochs of its 27k training
-# pairs) keeps its 15 runs at 1 h 21 min on 2 cores; --set train.max_steps=... asks for more.
+# pairs) takes about 10 h for its 15 runs on 2 cores at d_model 640 (docs/regimes.md); --set
+# train.max_steps=... asks for another.
 EXPERIMENT_TRAIN = {
     "quick": {"max_steps": 1000, "eval_every": 100, "target_accuracy": 0.999, "target_split": "val"},
+    "mechanism": {"max_steps": 1000, "eval_every": 100, "target_accuracy": 0.999, "target_split": "val"},
     "paper": {"max_steps": 3000, "eval_every": 250, "target_accuracy": 0.999, "target_split": "val",
               "max_seconds": 0.0},
     "tiny": {"max_steps": 60, "eval_every": 20},
 }
 
 
-# Seeds per condition: the claims' t intervals need several (claims.py); five keep the quick
-# experiments within minutes.
-DEFAULT_SEEDS = 5
+# The preset whose regime measures each claim (docs/regimes.md, the regime study): quick's filters
+# leave 31 of 128 null dimensions (10 for the period-2 pass) and its 2 layers give the lens two
+# points, so the mechanism claims are measured by `mechanism` (every filter >= 25% of d_model, 4
+# layers); quick measures the embedding claims in two minutes. `paper` measures all of them.
+MEASURED_BY = {"embedding_spectra": "quick", "rescue": "quick", "from_scratch": "quick", "mod_probes": "quick",
+               "division_of_labour": "mechanism", "table1": "mechanism", "error_types": "mechanism",
+               "single_pass_parity": "mechanism", "logit_lens": "mechanism"}
 
 
-def grid(preset: str = "quick", seeds: int = DEFAULT_SEEDS, source: str = "toy", overrides=()):
+def measured_by(claim_id: str) -> str:
+    """The presets that measure a claim, as the reports print them (paper measures every claim)."""
+    preset = MEASURED_BY.get(claim_id)
+    return f"{preset}, paper" if preset else ""
+
+
+# Seeds per condition: the claims' t intervals need several (claims.py, MIN_SEEDS); three keep the
+# quick experiments within two minutes on 2 cores.
+DEFAULT_SEEDS = 3
+
+
+def grid(preset: str = "quick", seeds: int = DEFAULT_SEEDS, source: str = DEFAULT_SOURCE, overrides=()):
     """The reproduce grid: conditions x seeds on the preset, with the experiment budget."""
     from fourier_toy.experiments.grid import Grid
 

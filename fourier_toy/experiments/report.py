@@ -18,6 +18,7 @@ import numpy as np
 from fourier_toy.experiments import claims
 from fourier_toy.experiments import paper as ref
 from fourier_toy.experiments import report_html
+from fourier_toy.experiments.conditions import measured_by
 from fourier_toy.errors import CheckpointError
 from fourier_toy.experiments.sweep import FIGURES, RESULTS, RUNS, SWEEP
 from fourier_toy.runs.layout import CONFIG, DIAGNOSTICS, SUMMARY
@@ -315,13 +316,16 @@ def markdown(summary: dict) -> str:
         f"GPT-2 numbers: {ref.PAPER}. Values are mean ± sample std over seeds; verdicts use the seeds' "
         f"{claims.CONFIDENCE:.0%} t intervals (claims.py).", "",
         "## Verdicts", "",
-        _table(["claim", "verdict"], [[f"[{x['number']}. {x['title']}](#{_anchor(x)})", f"**{x['verdict']}**"]
-                                      for x in sorted(c.values(), key=lambda x: x["number"])]), "",
+        f"This report ran the `{summary.get('preset')}` preset. The last column names the preset whose regime "
+        "measures the claim (docs/regimes.md); a verdict from another preset's runs is shown, not relied on.", "",
+        _table(["claim", "verdict", "measured by"],
+               [[f"[{x['number']}. {x['title']}](#{_anchor(x)})", f"**{x['verdict']}**", measured_by(x["id"])]
+                for x in sorted(c.values(), key=lambda x: x["number"])]), "",
         *_failed_section(summary),
     ]
     sp = c["embedding_spectra"]
     lines += _section(sp, [
-        "The real pre-trained rows in shared/data show prominence "
+        "The real pre-trained rows packaged as `whisper` (Whisper tiny.en, rows 0..519) show prominence "
         + ", ".join(f"T={T:g}: {v}" for T, v in ref.REAL_EMBEDDING_PROMINENCE.items()) + ".", "",
         _table(["condition", *[f"prominence T={T}" for T in KEY_PERIODS], "key periods among outliers (of 4)"],
                [[n, *[fmt(sp["rows"][n]["prominence"][T], 2) for T in KEY_PERIODS],

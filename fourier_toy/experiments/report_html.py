@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fourier_toy.experiments import claims
 from fourier_toy.experiments import paper as ref
+from fourier_toy.experiments.conditions import measured_by
 from fourier_toy.experiments.sweep import FIGURES
 from fourier_toy.runs.files import atomic_write_text
 
@@ -309,12 +310,13 @@ def _setup(summary: dict) -> str:
 
 def _verdict_table(summary: dict) -> str:
     rows = "".join(f'<tr><td>{int(c["number"])}</td><td><a href="#{_anchor(c)}">{html.escape(c["title"])}</a></td>'
-                   f"{verdict_badge(c['verdict'], 'td')}</tr>\n" for _, c in _ordered(summary))
+                   f"{verdict_badge(c['verdict'], 'td')}<td>{html.escape(measured_by(c.get('id')))}</td></tr>\n"
+                   for _, c in _ordered(summary))
     legend = "".join(f"<li>{verdict_badge(v)} {html.escape(meaning)}</li>"
                      for v, (_, _, _, _, meaning) in VERDICT_STYLES.items())
     return ('<section id="verdicts"><h2>Verdicts</h2>'
             '<div class="table-wrap"><table class="verdicts"><thead><tr><th scope="col">#</th>'
-            '<th scope="col">claim</th><th scope="col">verdict</th></tr></thead>\n'
+            '<th scope="col">claim</th><th scope="col">verdict</th><th scope="col">measured by</th></tr></thead>\n'
             f'<tbody>\n{rows}</tbody></table></div><ul class="legend">{legend}</ul></section>')
 
 

@@ -42,7 +42,7 @@ def code_stamp() -> str:
     return package_stamp().hex()
 
 
-def reproduce(preset: str = "quick", seeds: int = experiments.DEFAULT_SEEDS, out=None, source: str = "toy", workers: int | None = None,
+def reproduce(preset: str = "quick", seeds: int = experiments.DEFAULT_SEEDS, out=None, source: str = experiments.DEFAULT_SOURCE, workers: int | None = None,
               overrides=(), progress: bool | None = None) -> dict:
     grid = experiments.grid(preset, seeds, source, overrides)
     out = Path(out) if out else Path(f"reproduce-{preset}")

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from fourier_toy.experiments.conditions import conditions
+from fourier_toy.experiments.conditions import DEFAULT_SEEDS, DEFAULT_SOURCE, conditions
 from fourier_toy.experiments.reproduce import code_stamp, reproduce
 
-# Seeds per condition of the shared run; test_reproduce.py checks every condition has this many.
-SEEDS = 5
+# Seeds per condition of the shared run (reproduce's default, as the README's first command runs
+# it); test_reproduce.py checks every condition has this many.
+SEEDS = DEFAULT_SEEDS
 # The README's first command writes here; the test command after it may judge those runs again.
 README_RUN = Path(__file__).resolve().parents[2] / "reproduce-quick"
 
@@ -24,14 +25,14 @@ def _made_by_this_code(out: Path) -> bool:
         return False
     seeds = saved.get("seeds", {})
     return (saved.get("code") == code_stamp() and saved.get("preset") == "quick"
-            and saved.get("setup", {}).get("source") == "toy"
-            and set(seeds) == {c.name for c in conditions("toy")} and all(len(s) == SEEDS for s in seeds.values()))
+            and saved.get("setup", {}).get("source") == DEFAULT_SOURCE
+            and set(seeds) == {c.name for c in conditions(DEFAULT_SOURCE)} and all(len(s) == SEEDS for s in seeds.values()))
 
 
 @pytest.fixture(scope="session")
 def summary(tmp_path_factory):
-    """`fourier-toy reproduce --preset quick --seeds 5` in a temporary directory: its report summary
-    (report.write's). Several minutes of training, so only tests marked slow use it. When the README's
+    """`fourier-toy reproduce --preset quick` (SEEDS seeds, the default source) in a temporary directory:
+    its report summary (report.write's). Minutes of training, so only tests marked slow use it. When the README's
     first command has just written ./reproduce-quick with these very sources (summary.json's "code"
     stamp), a copy of it is judged and reported again instead: same sources, same bits, and every
     run's numbers are read back from its own directory either way."""

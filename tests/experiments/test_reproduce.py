@@ -28,7 +28,7 @@ from .conftest import SEEDS
 pytestmark = pytest.mark.slow
 
 # (claim id, check index) -> (outcome measured on the quick preset, the side its mean was on), as
-# `fourier-toy reproduce --preset quick` (5 seeds) gave them; the values are in its report.md.
+# `fourier-toy reproduce --preset quick` (3 seeds, Whisper rows) gave them; the values are in its report.md.
 MEASURED: dict[tuple[str, int], tuple[str, str]] = {
     ("embedding_spectra", 0): (PASS, PASS),  # pretrained_frozen: n_key_outliers
     ("embedding_spectra", 1): (PASS, PASS),  # fourier: n_key_outliers
@@ -40,9 +40,9 @@ MEASURED: dict[tuple[str, int], tuple[str, str]] = {
     ("division_of_labour", 0): (FAIL, FAIL),  # fourier_frozen: division_gap
     ("division_of_labour", 1): (FAIL, FAIL),  # pretrained_frozen: division_gap
     ("table1", 0): (INCONCLUSIVE, FAIL),  # fourier_frozen: acc_mlp_low_removed
-    ("table1", 1): (INCONCLUSIVE, PASS),  # pretrained_frozen: acc_mlp_low_removed
-    ("table1", 2): (INCONCLUSIVE, PASS),  # fourier_frozen: acc_attn_high_removed
-    ("table1", 3): (INCONCLUSIVE, PASS),  # pretrained_frozen: acc_attn_high_removed
+    ("table1", 1): (INCONCLUSIVE, FAIL),  # pretrained_frozen: acc_mlp_low_removed
+    ("table1", 2): (INCONCLUSIVE, FAIL),  # fourier_frozen: acc_attn_high_removed
+    ("table1", 3): (INCONCLUSIVE, FAIL),  # pretrained_frozen: acc_attn_high_removed
     ("error_types", 0): (PASS, PASS),  # fourier_frozen: x10_mlp_low_removed
     ("error_types", 1): (FAIL, FAIL),  # pretrained_frozen: x10_mlp_low_removed
     ("error_types", 2): (FAIL, FAIL),  # fourier_frozen: below6_attn_high_removed
