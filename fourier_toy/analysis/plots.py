@@ -403,7 +403,7 @@ def plot_label_grid(row_labels: list[str], col_labels: list[str], cells: list[li
     """A table of coloured cells: cells[i][j] = (category, text) for row i, column j; `colors` maps a
     category to its colour (a legend lists them). Used for a study's claim x regime verdicts."""
     n_rows, n_cols = len(row_labels), len(col_labels)
-    fig, axes = _new(size=(1.0 + 1.35 * n_cols, 1.2 + 0.5 * n_rows))
+    fig, axes = _new(size=(max(6.0, 2.0 + 1.35 * n_cols), 1.6 + 0.5 * n_rows))
     ax = axes[0, 0]
     for i, row in enumerate(cells):
         for j, (category, text) in enumerate(row):
@@ -416,7 +416,7 @@ def plot_label_grid(row_labels: list[str], col_labels: list[str], cells: list[li
     ax.tick_params(length=0)
     ax.xaxis.tick_top()
     handles = [_rect(0, 0, c) for c in colors.values()]
-    ax.legend(handles, list(colors), loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(colors), fontsize=7,
+    ax.legend(handles, list(colors), loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=min(len(colors), 3), fontsize=7,
               frameon=False)
     if title:
         ax.set_title(title, fontsize=9)

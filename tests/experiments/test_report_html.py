@@ -24,7 +24,10 @@ import pytest
 
 from conftest import _in_ci
 from fourier_toy.experiments import claims, report_html
+from fourier_toy.experiments.conditions import DEFAULT_SOURCE
 from fourier_toy.experiments.report_html import CLAIM_FIGURES, VERDICT_STYLES, render
+
+from .conftest import SEEDS
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 # The machine may have no network: without the background-networking flags Chromium keeps trying
@@ -223,7 +226,7 @@ def test_report_html_is_written_beside_report_md(summary):
         n_tables = sum(line.startswith("|---") for line in report_html.section_bodies(md)[claim.number])
         assert sections[claim.number].count('<table class="data">') == n_tables > 0, claim.id
     assert "0.3589" in page  # GPT-2's MLP-low accuracy beside the toy's, as in report.md
-    assert summary["command"] == "fourier-toy reproduce --preset quick --seeds 5 --source toy"
+    assert summary["command"] == f"fourier-toy reproduce --preset quick --seeds {SEEDS} --source {DEFAULT_SOURCE}"
     assert f'<code class="command">{summary["command"]}</code>' in page
     _Page(page)
 
