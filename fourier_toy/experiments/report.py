@@ -299,6 +299,14 @@ def _markdown_failed_only(summary: dict) -> str:
                                                     for x in sorted(c.values(), key=lambda x: x["number"])]), ""])
 
 
+def _time_text(sweep: dict | None) -> str:
+    """How long the runs took, as reproduce recorded it: ' (15 runs trained and diagnosed in 152 s)'."""
+    if not sweep:
+        return ""
+    reused = f", {sweep['n_reused']} reused from an earlier call" if sweep.get("n_reused") else ""
+    return f" ({sweep['n_ran']} runs trained and diagnosed in {sweep['seconds']:.0f} s{reused})"
+
+
 def markdown(summary: dict) -> str:
     if summary.get("no_runs"):
         return _markdown_failed_only(summary)
@@ -316,8 +324,9 @@ def markdown(summary: dict) -> str:
         f"GPT-2 numbers: {ref.PAPER}. Values are mean ± sample std over seeds; verdicts use the seeds' "
         f"{claims.CONFIDENCE:.0%} t intervals (claims.py).", "",
         "## Verdicts", "",
-        f"This report ran the `{summary.get('preset')}` preset. The last column names the preset whose regime "
-        "measures the claim (docs/regimes.md); a verdict from another preset's runs is shown, not relied on.", "",
+        f"This report ran the `{summary.get('preset')}` preset{_time_text(summary.get('sweep'))}. The last column "
+        "names the preset whose regime measures the claim (docs/regimes.md); a verdict from another preset's runs is "
+        "shown, not relied on.", "",
         _table(["claim", "verdict", "measured by"],
                [[f"[{x['number']}. {x['title']}](#{_anchor(x)})", f"**{x['verdict']}**", measured_by(x["id"])]
                 for x in sorted(c.values(), key=lambda x: x["number"])]), "",
