@@ -140,7 +140,7 @@ PRESETS: dict[str, dict] = {
     # The cheapest regime of the study in which every filter keeps dim null(M) >= 25% of d_model
     # (138 / 63 / 42 of 160 for the low-band, high-band and period-2 filters at p = 121) with 4
     # layers for the logit lens: the mechanism claims (division of labour, Table 1, error types,
-    # parity, lens). Without clipping (docs/regimes.md: clipping at 1.0 slows frozen-row runs).
+    # parity, lens). Without clipping: at 4 layers clipping at 1.0 reverses the division of labour.
     "mechanism": {
         "model": {"d_model": 160, "n_layers": 4, "n_heads": 4},
         "train": {"grad_clip": 0.0},
